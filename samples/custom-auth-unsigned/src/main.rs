@@ -1,0 +1,41 @@
+//! custom-auth-unsigned: connect through a custom authorizer with token signing disabled.
+//!
+//! The authorizer name, username and password travel in the MQTT CONNECT packet, on port 443
+//! with ALPN `mqtt` (or over a WebSocket with `--websockets`). AWS IoT Core hands them to the
+//! authorizer's Lambda, whose policy decides.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use samples_common::args::{ConnectionArgs, CustomAuthArgs};
+use samples_common::{spec, AuthMode};
+
+const BANNER: &str = "custom-auth-unsigned - Custom authorizer without token signing";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "custom-auth-unsigned",
+    version,
+    about = "Connect to AWS IoT Core through a custom authorizer with signing disabled, then disconnect.",
+    after_help = "Example:\n  \
+        cargo run -p custom-auth-unsigned -- --authorizer my-authorizer \\\n      \
+        --username alice --password 'secret' abc123-ats.iot.eu-west-1.amazonaws.com"
+)]
+struct Args {
+    #[command(flatten)]
+    auth: CustomAuthArgs,
+
+    /// Use MQTT over WebSocket (wss://<endpoint>/mqtt) instead of MQTT over TLS with ALPN mqtt.
+    #[arg(long, visible_alias = "use_websockets")]
+    websockets: bool,
+
+    #[command(flatten)]
+    connection: ConnectionArgs,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    samples_common::run(BANNER, AuthMode::CustomAuthUnsigned, async {
+        spec::custom_auth(&args.connection, &args.auth, None, args.websockets)
+    })
+}
