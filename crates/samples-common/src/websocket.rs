@@ -5,17 +5,13 @@
 //! appears once in the query. The request is signed again on every connection attempt, with a
 //! fresh date and the credentials provider asked again.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use aws_config::BehaviorVersion;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{
-    sign, SessionTokenMode, SignableBody, SignableRequest, SignatureLocation, SigningSettings,
-};
-use aws_sigv4::sign::v4::SigningParams;
+use aws_sigv4::sign::v4::{calculate_signature, generate_signing_key};
 
 use crate::custom_auth::url_encode;
 use crate::error::Error;
@@ -26,54 +22,103 @@ pub const SERVICE: &str = "iotdevicegateway";
 /// The WebSocket path of the AWS IoT data plane.
 pub const PATH: &str = "/mqtt";
 
-/// Presign `GET /mqtt` for `host_header` (exactly the `Host` header that will be sent) and return
-/// the path and query to request. Pure: the time is an argument.
+/// SHA-256 of the empty payload, as hex.
+const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+/// The parts of a SigV4 presigned `GET /mqtt`, kept apart so that each can be checked.
+#[derive(Debug)]
+pub struct Presigned {
+    /// The sorted, encoded query without `X-Amz-Signature` and `X-Amz-Security-Token`.
+    pub canonical_query: String,
+    pub canonical_request: String,
+    pub string_to_sign: String,
+    pub signature: String,
+    /// What to request: `/mqtt?<canonical query>[&X-Amz-Security-Token=..]&X-Amz-Signature=..`.
+    pub path_and_query: String,
+}
+
+/// Presign `GET /mqtt` for `host_header` (exactly the `Host` header that will be sent). Only `host`
+/// is signed; no `X-Amz-Expires` is needed; the session token is appended after signing, once.
+/// Pure: the time is an argument.
 pub fn presign(
     host_header: &str,
     region: &str,
     credentials: &Credentials,
     time: SystemTime,
-) -> Result<String, Error> {
-    let mut settings = SigningSettings::default();
-    settings.signature_location = SignatureLocation::QueryParams;
-    settings.session_token_mode = SessionTokenMode::Exclude;
-    settings.expires_in = None;
-
-    let identity = credentials.clone().into();
-    let params = SigningParams::builder()
-        .identity(&identity)
-        .region(region)
-        .name(SERVICE)
-        .time(time)
-        .settings(settings)
-        .build()
-        .map_err(|e| Error::Other(format!("SigV4 signing parameters: {e}")))?;
-
-    let request = SignableRequest::new(
-        "GET",
-        PATH,
-        std::iter::once(("host", host_header)),
-        SignableBody::Bytes(&[]),
-    )
-    .map_err(|e| Error::Other(format!("SigV4 request: {e}")))?;
-    let (instructions, _signature) = sign(request, &params.into())
-        .map_err(|e| Error::Other(format!("SigV4 signing failed: {e}")))?
-        .into_parts();
-
-    let mut query: Vec<(&str, Cow<'_, str>)> = instructions.params().to_vec();
-    // aws-sigv4 in Exclude mode already lists the token, unsigned; only add it if a version does
-    // not, so that it appears exactly once either way.
-    if let Some(token) = credentials.session_token() {
-        if !query.iter().any(|(k, _)| *k == "X-Amz-Security-Token") {
-            query.push(("X-Amz-Security-Token", Cow::Owned(token.to_string())));
-        }
-    }
-    let query = query
+) -> Presigned {
+    let (date, date_time) = amz_date(time);
+    let scope = format!("{date}/{region}/{SERVICE}/aws4_request");
+    // Already in canonical (byte-wise sorted) order.
+    let params = [
+        ("X-Amz-Algorithm", "AWS4-HMAC-SHA256".to_string()),
+        (
+            "X-Amz-Credential",
+            format!("{}/{scope}", credentials.access_key_id()),
+        ),
+        ("X-Amz-Date", date_time.clone()),
+        ("X-Amz-SignedHeaders", "host".to_string()),
+    ];
+    let canonical_query = params
         .iter()
-        .map(|(k, v)| format!("{}={}", url_encode(k), url_encode(v)))
+        .map(|(k, v)| format!("{k}={}", url_encode(v)))
         .collect::<Vec<_>>()
         .join("&");
-    Ok(format!("{PATH}?{query}"))
+    let canonical_request = format!(
+        "GET\n{PATH}\n{canonical_query}\nhost:{}\n\nhost\n{EMPTY_SHA256}",
+        host_header.trim()
+    );
+    let string_to_sign = format!(
+        "AWS4-HMAC-SHA256\n{date_time}\n{scope}\n{}",
+        hex(ring::digest::digest(&ring::digest::SHA256, canonical_request.as_bytes()).as_ref())
+    );
+    let key = generate_signing_key(credentials.secret_access_key(), time, region, SERVICE);
+    let signature = calculate_signature(key, string_to_sign.as_bytes());
+
+    let mut path_and_query = format!("{PATH}?{canonical_query}");
+    if let Some(token) = credentials.session_token() {
+        path_and_query.push_str("&X-Amz-Security-Token=");
+        path_and_query.push_str(&url_encode(token));
+    }
+    path_and_query.push_str("&X-Amz-Signature=");
+    path_and_query.push_str(&signature);
+    Presigned {
+        canonical_query,
+        canonical_request,
+        string_to_sign,
+        signature,
+        path_and_query,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `(yyyymmdd, yyyymmddTHHMMSSZ)` in UTC.
+fn amz_date(time: SystemTime) -> (String, String) {
+    let secs = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let date = format!("{year:04}{month:02}{day:02}");
+    let date_time = format!(
+        "{date}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    );
+    (date, date_time)
 }
 
 /// Credentials from the standard AWS chain (environment, profiles, SSO, web identity, ECS, IMDS),
@@ -170,20 +215,29 @@ impl RequestSigner {
             .unwrap_or_default()
             .to_string();
         let credentials = self.credentials.current().await;
-        match presign(&host, &self.region, &credentials, SystemTime::now()) {
-            Ok(path_and_query) => {
-                let uri = format!("wss://{host}{path_and_query}");
-                match uri.parse() {
-                    Ok(uri) => *request.uri_mut() = uri,
-                    Err(e) => log::error!("presigned URI does not parse: {e}"),
-                }
-            }
-            Err(e) => log::error!("{}", e.cause()),
+        let presigned = presign(&host, &self.region, &credentials, SystemTime::now());
+        match format!("wss://{host}{}", presigned.path_and_query).parse() {
+            Ok(uri) => *request.uri_mut() = uri,
+            Err(e) => log::error!("presigned URI does not parse: {e}"),
         }
         log::debug!(
             "signed the WebSocket upgrade for host {host} in {}",
             self.region
         );
         request
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn amz_date_formats_utc() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_346_930); // 2026-11-22T11:28:50Z
+        assert_eq!(amz_date(t), ("20261122".into(), "20261122T112850Z".into()));
+        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29T00:00:00Z
+        assert_eq!(amz_date(leap).1, "20000229T000000Z");
     }
 }
