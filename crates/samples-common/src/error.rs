@@ -189,7 +189,7 @@ impl Error {
                 4 => credentials_hint(mode),
                 2 => "the client id was refused: use at most 128 bytes, not starting with $GEN/"
                     .into(),
-                _ => closed_hint(mode),
+                _ => not_authorized_hint(mode),
             },
             Error::WebSocketHttp { status, .. } => websocket_hint(*status, mode),
             Error::NoCredentials(_) => {
@@ -246,26 +246,44 @@ fn tls_hint(f: &TlsFailure, mode: AuthMode) -> String {
     }
 }
 
-fn closed_hint(mode: AuthMode) -> String {
+/// The likely reasons AWS IoT Core refuses this kind of client after TLS succeeded.
+fn refusal_causes(mode: AuthMode) -> &'static str {
     match mode {
-        AuthMode::Mtls => "AWS IoT Core hangs up like this when the certificate's policy does not \
-             allow iot:Connect on client/<your client id> (sample policies allow client/test-*), \
-             no policy is attached, or the certificate is not ACTIVE"
-            .into(),
-        AuthMode::SigV4WebSocket => "AWS IoT Core hangs up like this when the IAM policy of these \
-             credentials does not allow iot:Connect on client/<your client id> \
-             (sample policies allow client/test-*)"
-            .into(),
-        AuthMode::CustomAuthUnsigned => "AWS IoT Core hangs up like this when the authorizer name \
-             is wrong or the authorizer is INACTIVE, the Lambda denies these credentials or fails, \
-             or its policy does not allow iot:Connect on client/<your client id>"
-            .into(),
-        AuthMode::CustomAuthSigned => "AWS IoT Core hangs up like this when the token signature \
-             does not verify against the authorizer's public key, the token key name is wrong, \
-             the authorizer name is wrong or INACTIVE, the Lambda denies or fails, or its policy \
-             does not allow iot:Connect on client/<your client id>"
-            .into(),
+        AuthMode::Mtls => {
+            "the certificate's policy does not allow iot:Connect on \
+             client/<your client id> (sample policies allow client/test-*), no policy is attached, \
+             or the certificate is not ACTIVE"
+        }
+        AuthMode::SigV4WebSocket => {
+            "the IAM policy of these credentials does not allow \
+             iot:Connect on client/<your client id> (sample policies allow client/test-*)"
+        }
+        AuthMode::CustomAuthUnsigned => {
+            "the authorizer name is wrong or the authorizer is \
+             INACTIVE, the Lambda denies these credentials or fails, or its policy does not allow \
+             iot:Connect on client/<your client id>"
+        }
+        AuthMode::CustomAuthSigned => {
+            "the token signature does not verify against the \
+             authorizer's public key, the token key name is wrong, the authorizer name is wrong or \
+             INACTIVE, the Lambda denies or fails, or its policy does not allow iot:Connect on \
+             client/<your client id>"
+        }
     }
+}
+
+fn closed_hint(mode: AuthMode) -> String {
+    format!(
+        "AWS IoT Core hangs up like this when {}",
+        refusal_causes(mode)
+    )
+}
+
+fn not_authorized_hint(mode: AuthMode) -> String {
+    format!(
+        "AWS IoT Core answers Not authorized when {}",
+        refusal_causes(mode)
+    )
 }
 
 fn credentials_hint(mode: AuthMode) -> String {
@@ -342,7 +360,7 @@ fn connack_hint(code: u8, mode: AuthMode) -> String {
     match code {
         0x85 => "the client id was refused: use at most 128 bytes, not starting with $GEN/".into(),
         0x86 => credentials_hint(mode),
-        0x87 => closed_hint(mode).replace("hangs up like this", "answers Not authorized"),
+        0x87 => not_authorized_hint(mode),
         0x84 => "try --mqtt-version 3.1.1".into(),
         0x88 | 0x89 | 0x9F | 0x97 => "the service is busy or throttling: wait and try again".into(),
         0x8A => "this client has been banned by the server".into(),

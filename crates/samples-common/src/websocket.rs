@@ -175,21 +175,27 @@ fn register_credentials(c: &Credentials) {
     }
 }
 
+/// The credential chain's error, on one line: which providers it tried, or its innermost cause.
 fn first_line(e: &dyn std::error::Error) -> String {
-    // The chain's error explains every provider it tried; its top line and innermost cause are
-    // what a person needs.
     let mut innermost = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
         innermost = s.to_string();
         source = s.source();
     }
-    let top = e.to_string();
-    if innermost == top {
-        top
-    } else {
-        format!("{top} ({innermost})")
+    if let Some((_, attempted)) = innermost.split_once("Attempted:") {
+        let tried: Vec<&str> = attempted
+            .lines()
+            .filter_map(|l| l.trim().split_once(':').map(|(name, _)| name))
+            .filter(|name| !name.is_empty())
+            .collect();
+        return format!("none of the providers had any (tried {})", tried.join(", "));
     }
+    innermost
+        .lines()
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Signs each WebSocket upgrade request just before it is sent.
