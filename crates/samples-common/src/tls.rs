@@ -78,6 +78,14 @@ pub fn client_config(opts: &TlsOptions<'_>) -> Result<Arc<ClientConfig>, Error> 
     Ok(Arc::new(config))
 }
 
+/// The rustls crypto provider: ring, or aws-lc-rs with the `aws-lc-rs` feature (benchmarks only).
+pub fn crypto_provider() -> rustls::crypto::CryptoProvider {
+    #[cfg(feature = "aws-lc-rs")]
+    return rustls::crypto::aws_lc_rs::default_provider();
+    #[cfg(not(feature = "aws-lc-rs"))]
+    return rustls::crypto::ring::default_provider();
+}
+
 /// The built-in trust roots: Mozilla's root program, the same on every machine.
 pub fn builtin_roots() -> RootCertStore {
     RootCertStore {
