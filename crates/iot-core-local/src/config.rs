@@ -13,7 +13,10 @@ pub const FILE_NAME: &str = "iot-core-local.toml";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {}: {source}", .path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{}: {message}", .path.display())]
     Parse { path: PathBuf, message: String },
     #[error("{0}")]
@@ -186,10 +189,14 @@ impl Config {
     /// Read and check `<dir>/iot-core-local.toml`.
     pub fn load(dir: &Path) -> Result<Config, ConfigError> {
         let path = dir.join(FILE_NAME);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-        let config: Config = toml::from_str(&text)
-            .map_err(|e| ConfigError::Parse { path: path.clone(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
         config.check()?;
         Ok(config)
     }
@@ -221,7 +228,9 @@ impl Config {
             )));
         }
         if self.authorizers.iter().filter(|a| a.default).count() > 1 {
-            return Err(ConfigError::Invalid("more than one authorizer has default = true".into()));
+            return Err(ConfigError::Invalid(
+                "more than one authorizer has default = true".into(),
+            ));
         }
         for a in &self.authorizers {
             if !a.signing_disabled

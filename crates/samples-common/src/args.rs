@@ -124,14 +124,8 @@ pub struct CustomAuthArgs {
     #[arg(long, visible_alias = "custom_auth_username", value_name = "USERNAME")]
     pub username: Option<String>,
 
-    /// Password handed to the authorizer (also read from AWS_IOT_CUSTOM_AUTH_PASSWORD).
-    #[arg(
-        long,
-        visible_alias = "custom_auth_password",
-        value_name = "PASSWORD",
-        env = "AWS_IOT_CUSTOM_AUTH_PASSWORD",
-        hide_env_values = true
-    )]
+    /// Password handed to the authorizer.
+    #[arg(long, visible_alias = "custom_auth_password", value_name = "PASSWORD")]
     pub password: Option<String>,
 }
 

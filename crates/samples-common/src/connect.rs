@@ -514,6 +514,7 @@ fn classify_rustls(e: &rustls::Error, spec: &ConnectionSpec) -> Error {
             {
                 TlsFailure::ClientCertRejected(format!("{alert:?}"))
             }
+            A::CertificateRequired => TlsFailure::ClientCertRequired,
             A::NoApplicationProtocol => TlsFailure::Other(
                 "the server does not accept the ALPN protocol offered (check --port)".into(),
             ),

@@ -85,6 +85,8 @@ pub enum TlsFailure {
     ClientCertRejected(String),
     /// The server hung up in the middle of the handshake.
     ClosedDuringHandshake,
+    /// The server demands a client certificate, and this mode has none (e.g. port 8883).
+    ClientCertRequired,
     /// Anything else rustls reported.
     Other(String),
 }
@@ -222,6 +224,9 @@ fn tls_cause(f: &TlsFailure) -> String {
         TlsFailure::ClosedDuringHandshake => {
             "the server closed the connection during the TLS handshake".into()
         }
+        TlsFailure::ClientCertRequired => {
+            "TLS handshake failed: the server requires a client certificate".into()
+        }
         TlsFailure::Other(detail) => format!("TLS handshake failed: {detail}"),
     }
 }
@@ -242,6 +247,9 @@ fn tls_hint(f: &TlsFailure, mode: AuthMode) -> String {
             AuthMode::Mtls => "check --port: mTLS uses 8883, or 443 with ALPN x-amzn-mqtt-ca".into(),
             _ => "check --port: this mode uses 443 (custom auth is not served on 8883)".into(),
         },
+        TlsFailure::ClientCertRequired => "this port serves only mTLS (8883 does): custom \
+             authentication and WebSockets are served on port 443"
+            .into(),
         TlsFailure::Other(_) => "run again with RUST_LOG=debug for the TLS details".into(),
     }
 }
@@ -288,6 +296,9 @@ fn not_authorized_hint(mode: AuthMode) -> String {
 
 fn credentials_hint(mode: AuthMode) -> String {
     match mode {
+        AuthMode::Mtls | AuthMode::SigV4WebSocket => "this mode sends no username or password: \
+             check that --endpoint and --port point at AWS IoT Core"
+            .into(),
         AuthMode::CustomAuthSigned => "check the token, its signature, and the username and \
              password your authorizer expects"
             .into(),
@@ -302,7 +313,10 @@ fn websocket_hint(status: u16, mode: AuthMode) -> String {
              this machine's clock (at most 5 minutes off), and that the credentials are valid"
                 .into()
         }
-        (403, _) | (401, _) => closed_hint(mode),
+        (403, _) | (401, _) => format!(
+            "AWS IoT Core refuses the upgrade when {}",
+            refusal_causes(mode)
+        ),
         (404, _) => "the WebSocket path must be /mqtt on the data endpoint".into(),
         _ => "check --endpoint and --port".into(),
     }

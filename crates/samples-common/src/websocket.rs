@@ -222,6 +222,7 @@ impl RequestSigner {
             .to_string();
         let credentials = self.credentials.current().await;
         let presigned = presign(&host, &self.region, &credentials, SystemTime::now());
+        secrets::register(&presigned.signature);
         match format!("wss://{host}{}", presigned.path_and_query).parse() {
             Ok(uri) => *request.uri_mut() = uri,
             Err(e) => log::error!("presigned URI does not parse: {e}"),

@@ -29,7 +29,7 @@ struct Args {
     #[arg(long, visible_alias = "use_websockets")]
     websockets: bool,
 
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Connection")]
     connection: ConnectionArgs,
 }
 

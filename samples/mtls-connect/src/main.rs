@@ -32,7 +32,7 @@ struct Args {
     #[arg(long, value_name = "PEM")]
     key: PathBuf,
 
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Connection")]
     connection: ConnectionArgs,
 }
 

@@ -43,7 +43,7 @@ struct Args {
     )]
     token: TokenArgs,
 
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Connection")]
     connection: ConnectionArgs,
 }
 
