@@ -1,2 +1,31 @@
 //! iot-core-local: a local stand-in for an AWS IoT Core data endpoint.
+//!
+//! It enforces what AWS IoT Core enforces on connection (reference:
+//! `shared/reference/aws-iot-core-connection.md`), so that a sample refused by AWS is refused here
+//! with the same symptom, and one accepted here is accepted there. Read it in the order a
+//! connection travels:
+//!
+//! - [`tls`]: the two listeners' TLS, and the ALPN route (mTLS, custom auth, WebSocket);
+//! - [`websocket`]: the `GET /mqtt` upgrade, with [`sigv4`] verification;
+//! - [`mqtt`]: the CONNECT packet, and the CONNACK that refuses;
+//! - [`auth`]: authentication ([`mtls`] registry, SigV4 key, [`custom_auth`] authorizers) and
+//!   authorization ([`policy`], `iot:Connect` on `client/<clientId>`);
+//! - [`broker`]: the bridge to the embedded rumqttd (or an external broker);
+//! - [`server`]: the listeners and the per-connection pipeline; [`init`]: the local account;
+//!   [`config`]: its TOML file.
+//!
+//! Not for: production use, publish/subscribe authorization (only `iot:Connect` is enforced), or
+//! anything other than loopback by default.
+
+pub mod auth;
+pub mod broker;
 pub mod config;
+pub mod custom_auth;
+pub mod init;
+pub mod mqtt;
+pub mod mtls;
+pub mod policy;
+pub mod server;
+pub mod sigv4;
+pub mod tls;
+pub mod websocket;

@@ -1,1 +1,161 @@
-fn main() {}
+//! The `iot-core-local` command: `init` creates a local account, `serve` runs the endpoint.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use iot_core_local::config::{Config, FILE_NAME};
+use iot_core_local::init::{commands, init, InitOptions};
+use iot_core_local::server::{start, ServeOptions};
+
+/// A local AWS IoT Core endpoint: mTLS, SigV4 WebSockets, custom authorizers and iot:Connect
+/// policies, in front of an embedded MQTT broker. Loopback only by default.
+#[derive(Parser, Debug)]
+#[command(
+    name = "iot-core-local",
+    version,
+    after_help = "Start with `iot-core-local init`, then `iot-core-local serve`.\nEvery authentication decision is logged with its reason (RUST_LOG=info, the default)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a local account (CAs, certificates, keys, authorizers, access keys, policies) and
+    /// print the commands that run every sample against it.
+    Init {
+        /// Folder for the account [default: ./local-account].
+        #[arg(value_name = "DIR", default_value = "local-account")]
+        dir: PathBuf,
+        /// Overwrite an existing account in DIR.
+        #[arg(long)]
+        force: bool,
+        /// Port of the listener that plays 443.
+        #[arg(long, default_value_t = 8443)]
+        port_443: u16,
+        /// Port of the listener that plays 8883.
+        #[arg(long, default_value_t = 8883)]
+        port_8883: u16,
+    },
+    /// Run the endpoint until Ctrl-C.
+    Serve {
+        /// The account folder made by `init`.
+        #[arg(long, value_name = "DIR", default_value = "local-account")]
+        dir: PathBuf,
+        /// Address to listen on [default: from the account, 127.0.0.1].
+        #[arg(long, value_name = "IP")]
+        bind: Option<IpAddr>,
+        /// Port that plays 443 (0: any free port, printed) [default: from the account].
+        #[arg(long, value_name = "PORT")]
+        port_443: Option<u16>,
+        /// Port that plays 8883 (0: any free port, printed) [default: from the account].
+        #[arg(long, value_name = "PORT")]
+        port_8883: Option<u16>,
+        /// Bridge accepted connections to this MQTT broker (host:port) instead of the embedded one.
+        #[arg(long, value_name = "HOST:PORT")]
+        upstream: Option<String>,
+        /// Answer refused MQTT 3.1.1 clients with CONNACK 0x05 (or 0x02) instead of closing the
+        /// connection as AWS IoT Core does. For debugging.
+        #[arg(long)]
+        connack_on_v311_reject: bool,
+    },
+}
+
+/// Decisions at info; the embedded broker's own chatter only when asked for with RUST_LOG.
+const DEFAULT_LOG: &str = "info,rumqttd=off,tracing=off";
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(DEFAULT_LOG)).init();
+    match cli.command {
+        Command::Init {
+            dir,
+            force,
+            port_443,
+            port_8883,
+        } => {
+            let opts = InitOptions {
+                dir: dir.clone(),
+                force,
+                port_443,
+                port_8883,
+            };
+            match init(&opts) {
+                Ok(config) => {
+                    let abs = std::fs::canonicalize(&dir).unwrap_or(dir);
+                    println!("Created a local AWS IoT Core account in {}", abs.display());
+                    println!("  {FILE_NAME}: region, endpoint, certificates, authorizers, access keys, policies");
+                    println!(
+                        "\nStart the endpoint:\n  cargo run -p iot-core-local -- serve --dir {}\n",
+                        abs.display()
+                    );
+                    println!("Then, in another terminal:\n");
+                    print!("{}", commands(&config, &abs));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Serve {
+            dir,
+            bind,
+            port_443,
+            port_8883,
+            upstream,
+            connack_on_v311_reject,
+        } => {
+            let opts = ServeOptions {
+                bind,
+                port_443,
+                port_8883,
+                upstream,
+                connack_on_v311_reject: connack_on_v311_reject.then_some(true),
+            };
+            serve(dir, opts)
+        }
+    }
+}
+
+fn serve(dir: PathBuf, opts: ServeOptions) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        if !dir.join(FILE_NAME).exists() {
+            eprintln!("error: no account in {} (run `iot-core-local init {}` first)", dir.display(), dir.display());
+            return ExitCode::from(2);
+        }
+        let running = match start(&dir, &opts).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let region = Config::load(&dir).map(|c| c.region).unwrap_or_default();
+        println!(
+            "iot-core-local serving {} ({region})\n  443 listener:  {} (ALPN x-amzn-mqtt-ca: mTLS; mqtt: custom auth; none or http/1.1: WebSocket)\n  8883 listener: {} (mTLS)",
+            dir.display(),
+            running.addr_443,
+            running.addr_8883
+        );
+        println!("ready port_443={} port_8883={}", running.addr_443.port(), running.addr_8883.port());
+        let _ = tokio::signal::ctrl_c().await;
+        running.shutdown().await;
+        println!("stopped");
+        ExitCode::SUCCESS
+    })
+}

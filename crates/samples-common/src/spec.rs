@@ -12,13 +12,14 @@ use crate::error::{AuthMode, Error};
 use crate::secrets;
 use crate::tls::{client_config, TlsOptions, ALPN_MQTT, ALPN_MQTT_CA};
 
-/// mTLS: port 8883 without ALPN, or port 443 offering ALPN `x-amzn-mqtt-ca`.
+/// mTLS: port 8883 without ALPN; on 443 (or any other port, such as a local endpoint's stand-in
+/// for 443) offering ALPN `x-amzn-mqtt-ca`.
 pub fn mtls(conn: &ConnectionArgs, cert: &Path, key: &Path) -> Result<ConnectionSpec, Error> {
     let port = conn.port_or(8883);
     let tls = client_config(&TlsOptions {
         ca_file: conn.ca_file.as_deref(),
         client_cert: Some((cert, key)),
-        alpn: (port == 443).then_some(ALPN_MQTT_CA),
+        alpn: (port != 8883).then_some(ALPN_MQTT_CA),
     })?;
     base(conn, AuthMode::Mtls, port, tls, Carrier::Tls, None, None)
 }

@@ -1,0 +1,228 @@
+//! Steps 4 and 5: authenticate the CONNECT (certificate, SigV4 key, or custom authorizer) and
+//! authorize it (`iot:Connect` on `client/<clientId>` in the principal's policies).
+//!
+//! Every decision carries its reason, which the server logs at info level, e.g.
+//! `denied: signature did not verify against any token-signing key of authorizer X`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rustls::pki_types::CertificateDer;
+
+use crate::config::{AccessKey, Authorizer, Config, Status};
+use crate::custom_auth::{self, Denial as AuthorizerDenial, EventInput, Presented};
+use crate::mqtt::Connect;
+use crate::mtls::Registry;
+use crate::policy::{allows_connect, ConnectRequest};
+use crate::tls::Route;
+use crate::websocket::Upgrade;
+
+/// MQTT 5 CONNACK reason codes IoT Core uses to refuse (reference §4).
+pub mod reason {
+    pub const CLIENT_ID_NOT_VALID: u8 = 0x85;
+    pub const BAD_USERNAME_OR_PASSWORD: u8 = 0x86;
+    pub const NOT_AUTHORIZED: u8 = 0x87;
+    pub const SERVER_UNAVAILABLE: u8 = 0x88;
+}
+
+/// What the connection presented before CONNECT.
+pub struct Context<'a> {
+    pub route: Route,
+    pub server_name: Option<&'a str>,
+    pub peer_certs: Option<&'a [CertificateDer<'static>]>,
+    /// The WebSocket upgrade request, for WebSocket connections.
+    pub http: Option<&'a Upgrade>,
+    /// The access key whose SigV4 signature verified at the upgrade.
+    pub sigv4_key: Option<&'a AccessKey>,
+}
+
+/// The outcome of one CONNECT.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Allowed { principal: String },
+    Denied { code: u8, reason: String },
+}
+
+/// What authentication needs from the account, loaded once at start.
+pub struct Authenticator {
+    pub config: Config,
+    pub registry: Registry,
+    /// Authorizer name -> its token-signing public keys.
+    pub keys: BTreeMap<String, Vec<(String, rsa::RsaPublicKey)>>,
+}
+
+impl Authenticator {
+    pub async fn decide(&self, ctx: &Context<'_>, connect: &Connect) -> Outcome {
+        let id = &connect.client_id;
+        if id.is_empty() {
+            return denied(reason::CLIENT_ID_NOT_VALID, "the client id is empty".into());
+        }
+        if id.len() > 128 {
+            return denied(
+                reason::CLIENT_ID_NOT_VALID,
+                format!("the client id is {} bytes, more than 128", id.len()),
+            );
+        }
+        if id.starts_with("$GEN/") {
+            return denied(
+                reason::CLIENT_ID_NOT_VALID,
+                "the client id starts with $GEN/".into(),
+            );
+        }
+
+        let (principal, documents) = match self.authenticate(ctx, connect).await {
+            Ok(found) => found,
+            Err((code, reason)) => return denied(code, reason),
+        };
+        let docs: Vec<&str> = documents.iter().map(String::as_str).collect();
+        let request = ConnectRequest {
+            region: &self.config.region,
+            account_id: &self.config.account_id,
+            client_id: id,
+        };
+        match allows_connect(&docs, &request) {
+            Ok(()) => Outcome::Allowed { principal },
+            Err(e) => denied(reason::NOT_AUTHORIZED, format!("{principal}: {e}")),
+        }
+    }
+
+    /// Who is connecting, and the policy documents that apply to them.
+    async fn authenticate(
+        &self,
+        ctx: &Context<'_>,
+        connect: &Connect,
+    ) -> Result<(String, Vec<String>), (u8, String)> {
+        match ctx.route {
+            Route::Mtls => {
+                let identity = self
+                    .registry
+                    .authenticate(ctx.peer_certs)
+                    .map_err(|e| (reason::NOT_AUTHORIZED, e.to_string()))?;
+                Ok((identity.principal, self.documents(&identity.policies)))
+            }
+            Route::WebSocket if ctx.sigv4_key.is_some() => {
+                let key = ctx.sigv4_key.expect("checked above");
+                Ok((
+                    format!("access key {}", key.access_key_id),
+                    self.documents(&key.policies),
+                ))
+            }
+            Route::CustomAuth | Route::WebSocket => self.custom_auth(ctx, connect).await,
+        }
+    }
+
+    async fn custom_auth(
+        &self,
+        ctx: &Context<'_>,
+        connect: &Connect,
+    ) -> Result<(String, Vec<String>), (u8, String)> {
+        let not_authorized = |d: AuthorizerDenial| (reason::NOT_AUTHORIZED, d.to_string());
+        let mut presented = connect
+            .username
+            .as_deref()
+            .map(custom_auth::from_username)
+            .unwrap_or_default();
+        if let Some(http) = ctx.http {
+            presented = custom_auth::from_http(&http.headers, &http.raw_query).merge(presented);
+        }
+        let authorizer = self.authorizer(&presented).map_err(not_authorized)?;
+        if authorizer.status != Status::Active {
+            return Err(not_authorized(AuthorizerDenial::Inactive(
+                authorizer.name.clone(),
+            )));
+        }
+
+        let token = authorizer
+            .token_key_name
+            .as_deref()
+            .and_then(|k| presented.token(k));
+        let signature_verified = if authorizer.signing_disabled {
+            false
+        } else {
+            let key_name = authorizer.token_key_name.clone().unwrap_or_default();
+            let token = token.ok_or_else(|| {
+                not_authorized(AuthorizerDenial::MissingToken {
+                    authorizer: authorizer.name.clone(),
+                    key: key_name,
+                })
+            })?;
+            let signature = presented.signature.as_deref().ok_or_else(|| {
+                not_authorized(AuthorizerDenial::MissingSignature(authorizer.name.clone()))
+            })?;
+            let keys = self
+                .keys
+                .get(&authorizer.name)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let key = custom_auth::verify_signature(token, signature, keys).ok_or_else(|| {
+                not_authorized(AuthorizerDenial::BadSignature(authorizer.name.clone()))
+            })?;
+            log::debug!(
+                "token signature verified with key {key} of authorizer {}",
+                authorizer.name
+            );
+            true
+        };
+
+        let http = ctx
+            .http
+            .map(|h| (h.headers.as_slice(), h.raw_query.as_str()));
+        let event = custom_auth::lambda_event(&EventInput {
+            token,
+            signature_verified,
+            server_name: ctx.server_name,
+            http,
+            username: connect.username.as_deref(),
+            password: connect.password.as_deref(),
+            client_id: &connect.client_id,
+        });
+        let timeout = Duration::from_millis(self.config.server.authorizer_timeout_ms);
+        let response = custom_auth::invoke(authorizer, &self.config.policies, &event, timeout)
+            .await
+            .map_err(not_authorized)?;
+        if !response.is_authenticated {
+            return Err((
+                reason::BAD_USERNAME_OR_PASSWORD,
+                AuthorizerDenial::FunctionDenied {
+                    authorizer: authorizer.name.clone(),
+                }
+                .to_string(),
+            ));
+        }
+        Ok((
+            format!(
+                "principal {} of authorizer {}",
+                response.principal_id, authorizer.name
+            ),
+            response.policy_documents,
+        ))
+    }
+
+    fn authorizer(&self, presented: &Presented) -> Result<&Authorizer, AuthorizerDenial> {
+        match &presented.authorizer {
+            Some(name) => self
+                .config
+                .authorizers
+                .iter()
+                .find(|a| &a.name == name)
+                .ok_or_else(|| AuthorizerDenial::UnknownAuthorizer(name.clone())),
+            None => self
+                .config
+                .authorizers
+                .iter()
+                .find(|a| a.default)
+                .ok_or(AuthorizerDenial::NoAuthorizer),
+        }
+    }
+
+    fn documents(&self, names: &[String]) -> Vec<String> {
+        names
+            .iter()
+            .filter_map(|n| self.config.policies.get(n).cloned())
+            .collect()
+    }
+}
+
+fn denied(code: u8, reason: String) -> Outcome {
+    Outcome::Denied { code, reason }
+}

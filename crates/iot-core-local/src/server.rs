@@ -1,0 +1,511 @@
+//! The two listeners and the path every connection takes:
+//! accept -> TLS (ALPN decides the route) -> [WebSocket upgrade + SigV4] -> CONNECT ->
+//! authenticate + authorize -> bridge to the broker, or refuse as IoT Core does.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, watch};
+use tokio::time::timeout;
+use tokio_rustls::TlsAcceptor;
+
+use crate::auth::{reason, Authenticator, Context, Outcome};
+use crate::broker::{self, Upstream};
+use crate::config::{AccessKey, Config};
+use crate::mqtt::{self, Version};
+use crate::mtls::Registry;
+use crate::tls::{route, server_configs, Listener, Route};
+use crate::websocket::{self, NotAnUpgrade};
+use crate::{custom_auth, sigv4};
+
+/// Deadline for the TLS handshake.
+pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
+/// Deadline for the WebSocket upgrade request.
+pub const UPGRADE_DEADLINE: Duration = Duration::from_secs(10);
+/// Deadline for the CONNECT packet.
+pub const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How to run; what is not here comes from the account's configuration.
+#[derive(Clone, Debug, Default)]
+pub struct ServeOptions {
+    pub bind: Option<IpAddr>,
+    pub port_443: Option<u16>,
+    pub port_8883: Option<u16>,
+    /// Bridge to this external broker instead of the embedded one.
+    pub upstream: Option<String>,
+    /// Answer refused MQTT 3.1.1 clients with a CONNACK instead of closing.
+    pub connack_on_v311_reject: Option<bool>,
+}
+
+/// One authentication decision, as logged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub peer: SocketAddr,
+    pub listener: Listener,
+    pub route: Option<Route>,
+    pub client_id: Option<String>,
+    pub allowed: bool,
+    /// The principal when allowed, the reason when denied.
+    pub detail: String,
+}
+
+impl std::fmt::Display for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let port = match self.listener {
+            Listener::Port443 => "443",
+            Listener::Port8883 => "8883",
+        };
+        write!(f, "{} [{port}", self.peer)?;
+        if let Some(r) = self.route {
+            write!(f, " {r}")?;
+        }
+        write!(f, "]")?;
+        if let Some(id) = &self.client_id {
+            write!(f, " client '{id}'")?;
+        }
+        let verdict = if self.allowed { "allowed" } else { "denied" };
+        write!(f, ": {verdict}: {}", self.detail)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsSetupError),
+    #[error("authorizer {name}: {reason}")]
+    AuthorizerKeys { name: String, reason: String },
+    #[error(transparent)]
+    Broker(#[from] broker::BrokerError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("bind address '{0}' is not an IP address")]
+    BadBind(String),
+}
+
+struct State {
+    auth: Authenticator,
+    acceptor_443: TlsAcceptor,
+    acceptor_8883: TlsAcceptor,
+    upstream: Upstream,
+    connack_on_v311_reject: bool,
+    decisions: broadcast::Sender<Decision>,
+}
+
+/// A running endpoint.
+pub struct Running {
+    pub addr_443: SocketAddr,
+    pub addr_8883: SocketAddr,
+    pub dir: PathBuf,
+    decisions: broadcast::Sender<Decision>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Every decision from now on.
+    pub fn decisions(&self) -> broadcast::Receiver<Decision> {
+        self.decisions.subscribe()
+    }
+
+    /// Stop accepting connections.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Load the account in `dir` and start both listeners.
+pub async fn start(dir: &Path, opts: &ServeOptions) -> Result<Running, ServeError> {
+    let config = Config::load(dir)?;
+    let (tls_443, tls_8883) = server_configs(
+        &dir.join(&config.server.certificate),
+        &dir.join(&config.server.private_key),
+    )?;
+    let registry = Registry::load(&config, dir)?;
+    let mut keys = std::collections::BTreeMap::new();
+    for a in &config.authorizers {
+        let loaded =
+            custom_auth::load_public_keys(a, dir).map_err(|reason| ServeError::AuthorizerKeys {
+                name: a.name.clone(),
+                reason,
+            })?;
+        keys.insert(a.name.clone(), loaded);
+    }
+    let upstream = match &opts.upstream {
+        Some(addr) => Upstream::External(addr.clone()),
+        None => broker::start_embedded().await?,
+    };
+
+    let bind: IpAddr = match opts.bind {
+        Some(ip) => ip,
+        None => config
+            .server
+            .bind
+            .parse()
+            .map_err(|_| ServeError::BadBind(config.server.bind.clone()))?,
+    };
+    let listen = |port: u16| async move {
+        let addr = SocketAddr::new(bind, port);
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })
+    };
+    let l443 = listen(opts.port_443.unwrap_or(config.server.port_443)).await?;
+    let l8883 = listen(opts.port_8883.unwrap_or(config.server.port_8883)).await?;
+    let addr_443 = l443.local_addr().map_err(|source| ServeError::Bind {
+        addr: SocketAddr::new(bind, 0),
+        source,
+    })?;
+    let addr_8883 = l8883.local_addr().map_err(|source| ServeError::Bind {
+        addr: SocketAddr::new(bind, 0),
+        source,
+    })?;
+
+    let (decisions, _) = broadcast::channel(1024);
+    let connack_on_v311_reject = opts
+        .connack_on_v311_reject
+        .unwrap_or(config.server.connack_on_v311_reject);
+    let state = Arc::new(State {
+        auth: Authenticator {
+            config,
+            registry,
+            keys,
+        },
+        acceptor_443: TlsAcceptor::from(tls_443),
+        acceptor_8883: TlsAcceptor::from(tls_8883),
+        upstream,
+        connack_on_v311_reject,
+        decisions: decisions.clone(),
+    });
+    let (stop, stopped) = watch::channel(false);
+    let tasks = vec![
+        tokio::spawn(accept_loop(
+            state.clone(),
+            l443,
+            Listener::Port443,
+            stopped.clone(),
+        )),
+        tokio::spawn(accept_loop(state, l8883, Listener::Port8883, stopped)),
+    ];
+    Ok(Running {
+        addr_443,
+        addr_8883,
+        dir: dir.to_path_buf(),
+        decisions,
+        stop,
+        tasks,
+    })
+}
+
+async fn accept_loop(
+    state: Arc<State>,
+    listener: TcpListener,
+    which: Listener,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    let state = state.clone();
+                    tokio::spawn(async move { connection(state, tcp, peer, which).await });
+                }
+                Err(e) => {
+                    log::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
+impl State {
+    fn decide(&self, d: Decision) {
+        log::info!("{d}");
+        let _ = self.decisions.send(d);
+    }
+}
+
+async fn connection(state: Arc<State>, tcp: TcpStream, peer: SocketAddr, which: Listener) {
+    let _ = tcp.set_nodelay(true);
+    let acceptor = match which {
+        Listener::Port443 => &state.acceptor_443,
+        Listener::Port8883 => &state.acceptor_8883,
+    };
+    let tls = match timeout(HANDSHAKE_DEADLINE, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            let detail = format!("TLS handshake failed: {e}");
+            let route = None;
+            state.decide(Decision {
+                peer,
+                listener: which,
+                route,
+                client_id: None,
+                allowed: false,
+                detail,
+            });
+            return;
+        }
+        Err(_) => {
+            log::info!(
+                "{peer}: no TLS handshake within {}s, closed",
+                HANDSHAKE_DEADLINE.as_secs()
+            );
+            return;
+        }
+    };
+    let (_, session) = tls.get_ref();
+    let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
+    let server_name = session.server_name().map(str::to_string);
+    let peer_certs = session.peer_certificates().map(<[_]>::to_vec);
+    let Some(route) = route(which, alpn.as_deref()) else {
+        let detail = format!(
+            "ALPN {:?} is not served on this listener",
+            alpn.as_deref().map(String::from_utf8_lossy)
+        );
+        state.decide(Decision {
+            peer,
+            listener: which,
+            route: None,
+            client_id: None,
+            allowed: false,
+            detail,
+        });
+        return;
+    };
+    let base = Conn {
+        state: &state,
+        peer,
+        listener: which,
+        route,
+        server_name: server_name.as_deref(),
+    };
+    match route {
+        Route::Mtls | Route::CustomAuth => {
+            base.mqtt(tls, peer_certs.as_deref(), None, None).await;
+        }
+        Route::WebSocket => base.websocket(tls).await,
+    }
+}
+
+struct Conn<'a> {
+    state: &'a State,
+    peer: SocketAddr,
+    listener: Listener,
+    route: Route,
+    server_name: Option<&'a str>,
+}
+
+impl Conn<'_> {
+    fn decide(&self, client_id: Option<String>, allowed: bool, detail: String) {
+        self.state.decide(Decision {
+            peer: self.peer,
+            listener: self.listener,
+            route: Some(self.route),
+            client_id,
+            allowed,
+            detail,
+        });
+    }
+
+    async fn websocket<S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static>(
+        &self,
+        mut stream: S,
+    ) {
+        let req = match timeout(UPGRADE_DEADLINE, websocket::read_head(&mut stream)).await {
+            Ok(Ok(req)) => req,
+            Ok(Err(e @ websocket::HeadError::NotHttp)) => {
+                self.decide(None, false, e.to_string());
+                return;
+            }
+            Ok(Err(e)) => {
+                self.decide(None, false, format!("bad WebSocket upgrade request: {e}"));
+                websocket::refuse(&mut stream, 400, "Bad Request").await;
+                return;
+            }
+            Err(_) => {
+                log::info!(
+                    "{}: no WebSocket upgrade request within {}s",
+                    self.peer,
+                    UPGRADE_DEADLINE.as_secs()
+                );
+                return;
+            }
+        };
+        let key = match websocket::check_upgrade(&req) {
+            Ok(key) => key.to_string(),
+            Err(NotAnUpgrade::WrongPath(path)) => {
+                self.decide(None, false, format!("WebSocket path '{path}' is not /mqtt"));
+                websocket::refuse(&mut stream, 404, "Not Found").await;
+                return;
+            }
+            Err(NotAnUpgrade::NotWebSocket(why)) => {
+                self.decide(None, false, format!("not a WebSocket upgrade: {why}"));
+                websocket::refuse(&mut stream, 400, "Bad Request").await;
+                return;
+            }
+        };
+
+        let mut sigv4_key: Option<&AccessKey> = None;
+        if sigv4::is_presigned(&req.raw_query) {
+            let config = &self.state.auth.config;
+            let request = sigv4::UpgradeRequest {
+                method: &req.method,
+                path: &req.path,
+                raw_query: &req.raw_query,
+                headers: &req.headers,
+            };
+            let rules = sigv4::Rules {
+                region: &config.region,
+                now: SystemTime::now(),
+                max_skew: Duration::from_secs(config.server.clock_skew_seconds),
+            };
+            match sigv4::verify(&request, &rules, &config.credentials) {
+                Ok((_, key)) => sigv4_key = Some(key),
+                Err(denial) => {
+                    self.decide(None, false, format!("SigV4: {denial}"));
+                    websocket::refuse(&mut stream, 403, &http_message(&denial)).await;
+                    return;
+                }
+            }
+        }
+        let ws = match websocket::accept(stream, &req, &key).await {
+            Ok(ws) => ws,
+            Err(e) => {
+                log::info!("{}: WebSocket upgrade failed: {e}", self.peer);
+                return;
+            }
+        };
+        self.mqtt(ws, None, Some(&req), sigv4_key).await;
+    }
+
+    async fn mqtt<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        mut stream: S,
+        peer_certs: Option<&[rustls::pki_types::CertificateDer<'static>]>,
+        http: Option<&websocket::Upgrade>,
+        sigv4_key: Option<&AccessKey>,
+    ) {
+        let (connect, raw) = match timeout(
+            CONNECT_DEADLINE,
+            mqtt::read_connect(&mut stream, mqtt::MAX_CONNECT_SIZE),
+        )
+        .await
+        {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                self.decide(None, false, format!("no valid CONNECT: {e}"));
+                return;
+            }
+            Err(_) => {
+                self.decide(
+                    None,
+                    false,
+                    format!("no CONNECT within {}s", CONNECT_DEADLINE.as_secs()),
+                );
+                return;
+            }
+        };
+        let ctx = Context {
+            route: self.route,
+            server_name: self.server_name,
+            peer_certs,
+            http,
+            sigv4_key,
+        };
+        let outcome = self.state.auth.decide(&ctx, &connect).await;
+        let id = Some(connect.client_id.clone());
+        match outcome {
+            Outcome::Allowed { principal } => {
+                self.decide(id, true, principal);
+                if let Err(e) =
+                    broker::bridge(&mut stream, &raw, connect.version, &self.state.upstream).await
+                {
+                    log::warn!("{}: the broker is unreachable: {e}", self.peer);
+                    self.refuse(
+                        &mut stream,
+                        connect.version,
+                        reason::SERVER_UNAVAILABLE,
+                        "Server unavailable",
+                    )
+                    .await;
+                }
+            }
+            Outcome::Denied { code, reason: why } => {
+                self.decide(id, false, why);
+                let text = match code {
+                    reason::CLIENT_ID_NOT_VALID => "Client identifier not valid".to_string(),
+                    _ => format!(
+                        "Client is not authenticated/authorized to send the message:{}",
+                        custom_auth::uuid_v4()
+                    ),
+                };
+                self.refuse(&mut stream, connect.version, code, &text).await;
+            }
+        }
+    }
+
+    /// MQTT 5: CONNACK with the reason code and string, then close. MQTT 3.1.1: close with no
+    /// CONNACK, as IoT Core does (or CONNACK 2 / 5 with `connack_on_v311_reject`).
+    async fn refuse<S: AsyncWrite + Unpin>(
+        &self,
+        stream: &mut S,
+        version: Version,
+        code: u8,
+        text: &str,
+    ) {
+        let bytes = match version {
+            Version::V5 => Some(mqtt::connack_v5(code, Some(text))),
+            Version::V311 if self.state.connack_on_v311_reject => {
+                Some(mqtt::connack_v311(match code {
+                    reason::CLIENT_ID_NOT_VALID => 2,
+                    reason::BAD_USERNAME_OR_PASSWORD => 4,
+                    reason::SERVER_UNAVAILABLE => 3,
+                    _ => 5,
+                }))
+            }
+            Version::V311 => None,
+        };
+        if let Some(bytes) = bytes {
+            let _ = stream.write_all(&bytes).await;
+            let _ = stream.flush().await;
+        }
+        let _ = stream.shutdown().await;
+    }
+}
+
+/// The JSON message of a 403, in the words AWS services use for these SigV4 failures.
+fn http_message(denial: &sigv4::Denial) -> String {
+    use sigv4::Denial as D;
+    match denial {
+        D::SignatureMismatch { .. } => {
+            "The request signature we calculated does not match the signature you provided.".into()
+        }
+        D::ClockSkew { .. } => {
+            "Signature expired: X-Amz-Date is outside the allowed clock skew.".into()
+        }
+        D::UnknownAccessKey { .. } => {
+            "The security token included in the request is invalid.".into()
+        }
+        D::SessionTokenMissing { .. }
+        | D::SessionTokenMismatch { .. }
+        | D::UnexpectedSessionToken { .. } => {
+            "The security token included in the request is invalid.".into()
+        }
+        D::WrongRegion { .. } => "Credential should be scoped to a valid region.".into(),
+        other => other.to_string(),
+    }
+}
