@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
 
-use crate::config::{AccessKey, Authorizer, Config, Status};
-use crate::custom_auth::{self, Denial as AuthorizerDenial, EventInput, Presented};
+use crate::config::{AccessKey, Config};
+use crate::custom_auth::{self, Denial as AuthorizerDenial, EventInput};
 use crate::mqtt::Connect;
 use crate::mtls::Registry;
 use crate::policy::{allows_connect, ConnectRequest};
@@ -125,51 +125,22 @@ impl Authenticator {
         if let Some(http) = ctx.http {
             presented = custom_auth::from_http(&http.headers, &http.raw_query).merge(presented);
         }
-        let authorizer = self.authorizer(&presented).map_err(not_authorized)?;
-        if authorizer.status != Status::Active {
-            return Err(not_authorized(AuthorizerDenial::Inactive(
-                authorizer.name.clone(),
-            )));
-        }
-
-        let token = authorizer
-            .token_key_name
-            .as_deref()
-            .and_then(|k| presented.token(k));
-        let signature_verified = if authorizer.signing_disabled {
-            false
-        } else {
-            let key_name = authorizer.token_key_name.clone().unwrap_or_default();
-            let token = token.ok_or_else(|| {
-                not_authorized(AuthorizerDenial::MissingToken {
-                    authorizer: authorizer.name.clone(),
-                    key: key_name,
-                })
-            })?;
-            let signature = presented.signature.as_deref().ok_or_else(|| {
-                not_authorized(AuthorizerDenial::MissingSignature(authorizer.name.clone()))
-            })?;
-            let keys = self
-                .keys
-                .get(&authorizer.name)
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            let key = custom_auth::verify_signature(token, signature, keys).ok_or_else(|| {
-                not_authorized(AuthorizerDenial::BadSignature(authorizer.name.clone()))
-            })?;
-            log::debug!(
-                "token signature verified with key {key} of authorizer {}",
-                authorizer.name
-            );
-            true
-        };
+        let authorizer = custom_auth::select_authorizer(&self.config.authorizers, &presented)
+            .map_err(not_authorized)?;
+        let keys = self
+            .keys
+            .get(&authorizer.name)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let checked =
+            custom_auth::check_token(authorizer, keys, &presented).map_err(not_authorized)?;
 
         let http = ctx
             .http
             .map(|h| (h.headers.as_slice(), h.raw_query.as_str()));
         let event = custom_auth::lambda_event(&EventInput {
-            token,
-            signature_verified,
+            token: checked.token,
+            signature_verified: checked.signature_verified,
             server_name: ctx.server_name,
             http,
             username: connect.username.as_deref(),
@@ -196,23 +167,6 @@ impl Authenticator {
             ),
             response.policy_documents,
         ))
-    }
-
-    fn authorizer(&self, presented: &Presented) -> Result<&Authorizer, AuthorizerDenial> {
-        match &presented.authorizer {
-            Some(name) => self
-                .config
-                .authorizers
-                .iter()
-                .find(|a| &a.name == name)
-                .ok_or_else(|| AuthorizerDenial::UnknownAuthorizer(name.clone())),
-            None => self
-                .config
-                .authorizers
-                .iter()
-                .find(|a| a.default)
-                .ok_or(AuthorizerDenial::NoAuthorizer),
-        }
     }
 
     fn documents(&self, names: &[String]) -> Vec<String> {

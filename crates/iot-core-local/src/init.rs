@@ -257,14 +257,53 @@ fn name(cn: &str) -> DistinguishedName {
     dn
 }
 
-type Ca = ((CertificateParams, rcgen::Certificate), KeyPair);
+const DEVICE_CA_NAME: &str = "iot-core-local device CA";
 
-fn ca(cn: &str) -> Result<Ca, InitError> {
+/// A client certificate (PEM) and its key (PEM), signed by the device CA.
+fn device_certificate(
+    cn: &str,
+    ca_params: &CertificateParams,
+    ca_key: &KeyPair,
+) -> Result<(String, String), InitError> {
     let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name = name(cn);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let cert = params.signed_by(&key, &Issuer::new(ca_params.clone(), ca_key))?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// Issue another device certificate from the account's device CA, written to
+/// `<dir>/<name>.pem` and `<dir>/<name>.key`. It still has to be registered in the account
+/// (a `[[certificate]]` entry) to connect.
+pub fn issue_device_certificate(dir: &Path, name: &str) -> Result<(), InitError> {
+    let read = |file: &str| {
+        std::fs::read_to_string(dir.join(file)).map_err(|source| InitError::Write {
+            path: dir.join(file),
+            source,
+        })
+    };
+    let ca_key = KeyPair::from_pem(&read(files::DEVICE_CA_KEY)?)?;
+    let ca_params = ca_params(DEVICE_CA_NAME)?;
+    let (cert, key) = device_certificate(name, &ca_params, &ca_key)?;
+    write_file(&dir.join(format!("{name}.pem")), &cert, false)?;
+    write_file(&dir.join(format!("{name}.key")), &key, true)
+}
+
+fn ca_params(cn: &str) -> Result<CertificateParams, InitError> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name = name(cn);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    Ok(params)
+}
+
+type Ca = ((CertificateParams, rcgen::Certificate), KeyPair);
+
+fn ca(cn: &str) -> Result<Ca, InitError> {
+    let key = KeyPair::generate()?;
+    let params = ca_params(cn)?;
     let cert = params.self_signed(&key)?;
     Ok(((params, cert), key))
 }

@@ -1,0 +1,712 @@
+"""Referee tests: the official AWS IoT Device SDK for Python (awsiotsdk, on awscrt) against
+iot-core-local.
+
+Every case builds its client with the SDK's own builders (awsiot.mqtt5_client_builder, and
+awsiot.mqtt_connection_builder for MQTT 3.1.1), exactly as an application talking to AWS IoT Core
+would, except for the host name (localhost), the port (the server's ephemeral ports) and the CA to
+trust (the account's server-ca.pem). Two places where the builders cannot express a non-443
+"443 port" are worked around, and said so where they are:
+
+* MQTT 5 mTLS on the 443-equivalent listener: the builder offers ALPN x-amzn-mqtt-ca only when
+  the port is literally 443 and has no ALPN argument, so that case builds awscrt.mqtt5.Client
+  itself with the same TlsContextOptions the builder would make plus alpn_list=["x-amzn-mqtt-ca"].
+* MQTT 3.1.1 direct custom auth: mqtt_connection_builder.direct_with_custom_authorizer forces
+  port 443 (with ALPN "mqtt"); awscrt.mqtt.Connection reads .port only in connect(), so the test
+  sets connection.port to the listener's port after the builder made the connection.
+
+Nothing here contacts AWS: the endpoint is localhost and credentials are static.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import datetime
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+import tomllib
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from awscrt import auth, io, mqtt, mqtt5
+from awsiot import mqtt5_client_builder, mqtt_connection_builder
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding
+from cryptography.x509.oid import NameOID
+
+REPO = Path(__file__).resolve().parents[2]
+BINARY = Path(os.environ.get("IOT_CORE_LOCAL_BIN", REPO / "target" / "debug" / "iot-core-local"))
+HOST = "localhost"
+REGION = "us-east-1"
+# Every wait in this file is bounded by one of these.
+CONNECT_TIMEOUT = 10.0
+STOP_TIMEOUT = 10.0
+READY_TIMEOUT = 30.0
+LOG_TIMEOUT = 5.0
+
+
+# --------------------------------------------------------------------------------------------
+# The server
+
+
+class Server:
+    """A running `iot-core-local serve`, with its stderr (the decision log) collected."""
+
+    def __init__(self, proc: subprocess.Popen, account: Path):
+        self.proc = proc
+        self.account = account
+        self.port_443: int | None = None
+        self.port_8883: int | None = None
+        self.config: dict = tomllib.loads((account / "iot-core-local.toml").read_text())
+        self._lines: list[str] = []
+        self._stdout: list[str] = []
+        self._lock = threading.Lock()
+        self._ready: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._pump_stderr, daemon=True).start()
+        threading.Thread(target=self._pump_stdout, daemon=True).start()
+
+    def _pump_stderr(self) -> None:
+        for line in self.proc.stderr:
+            with self._lock:
+                self._lines.append(line.rstrip("\n"))
+
+    def _pump_stdout(self) -> None:
+        for line in self.proc.stdout:
+            line = line.rstrip("\n")
+            with self._lock:
+                self._stdout.append(line)
+            if line.startswith("ready "):
+                self._ready.put(line)
+        self._ready.put("")  # EOF: the server exited
+
+    def wait_ready(self) -> None:
+        try:
+            line = self._ready.get(timeout=READY_TIMEOUT)
+        except queue.Empty:
+            line = None
+        if not line:
+            raise RuntimeError(
+                f"iot-core-local did not print its ready line within {READY_TIMEOUT}s "
+                f"(exit code {self.proc.poll()}).\nstdout:\n{self.stdout()}\nstderr:\n{self.log()}"
+            )
+        fields = dict(f.split("=", 1) for f in line.split()[1:])
+        self.port_443 = int(fields["port_443"])
+        self.port_8883 = int(fields["port_8883"])
+
+    def mark(self) -> int:
+        with self._lock:
+            return len(self._lines)
+
+    def lines_since(self, mark: int) -> list[str]:
+        with self._lock:
+            return self._lines[mark:]
+
+    def log(self, since: int = 0) -> str:
+        return "\n".join(self.lines_since(since))
+
+    def stdout(self) -> str:
+        with self._lock:
+            return "\n".join(self._stdout)
+
+    def wait_for_line(self, since: int, *needles: str, timeout: float = LOG_TIMEOUT) -> str:
+        """The first log line after `since` that contains every needle (case-insensitive)."""
+        deadline = time.monotonic() + timeout
+        wanted = [n.lower() for n in needles]
+        while True:
+            for line in self.lines_since(since):
+                low = line.lower()
+                if all(n in low for n in wanted):
+                    return line
+            if time.monotonic() >= deadline:
+                raise AssertionError(
+                    f"no server log line with {needles!r} within {timeout}s; the log since the "
+                    f"test started:\n{self.log(since) or '(empty)'}"
+                )
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=STOP_TIMEOUT)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    if not BINARY.is_file():
+        pytest.fail(
+            f"{BINARY} does not exist: run `cargo build -p iot-core-local` "
+            "(scripts/conformance/run.sh does) or set IOT_CORE_LOCAL_BIN"
+        )
+    account = tmp_path_factory.mktemp("account")
+    init = subprocess.run(
+        [str(BINARY), "init", str(account), "--force"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert init.returncode == 0, f"init failed ({init.returncode}):\n{init.stdout}\n{init.stderr}"
+
+    env = dict(os.environ)
+    # Decisions are logged at info; make sure an inherited RUST_LOG cannot hide them.
+    env["RUST_LOG"] = "info,rumqttd=off,tracing=off"
+    env["RUST_LOG_STYLE"] = "never"
+    proc = subprocess.Popen(
+        [str(BINARY), "serve", "--dir", str(account), "--port-443", "0", "--port-8883", "0"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    srv = Server(proc, account)
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+        log_file = account / "server-stderr.log"
+        log_file.write_text(srv.log() + "\n")
+        print(f"\niot-core-local decision log: {log_file}")
+
+
+@pytest.fixture(autouse=True)
+def decision_log(request, server):
+    """Prints the server's log lines of this test in its teardown: pytest shows them for a
+    failing test only ("Captured stdout teardown")."""
+    mark = server.mark()
+    yield mark
+    # Give the last decision a moment to arrive through the pipe.
+    time.sleep(0.05)
+    print(f"--- iot-core-local log during {request.node.name} ---")
+    print(server.log(mark) or "(nothing)")
+
+
+# --------------------------------------------------------------------------------------------
+# Account material
+
+
+@dataclass
+class Account:
+    dir: Path
+    server_ca: str
+    device_cert: str
+    device_key: str
+    long_term: dict
+    temporary: dict
+    password: str
+    signing_key: object
+
+
+@pytest.fixture(scope="session")
+def account(server) -> Account:
+    creds = server.config["credentials"]
+    long_term = next(c for c in creds if not c.get("session_token"))
+    temporary = next(c for c in creds if c.get("session_token"))
+    d = server.account
+    return Account(
+        dir=d,
+        server_ca=str(d / "server-ca.pem"),
+        device_cert=str(d / "device.pem"),
+        device_key=str(d / "device.key"),
+        long_term=long_term,
+        temporary=temporary,
+        password=(d / "custom-auth-password").read_text().strip(),
+        signing_key=serialization.load_pem_private_key(
+            (d / "authorizer-private.pem").read_bytes(), password=None
+        ),
+    )
+
+
+def sign_token(account: Account, token: str) -> str:
+    """base64(RSA PKCS#1 v1.5 SHA-256 over the token), as `openssl dgst -sha256 -sign` makes it."""
+    sig = account.signing_key.sign(token.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return base64.b64encode(sig).decode()
+
+
+@pytest.fixture(scope="session")
+def unregistered_device(tmp_path_factory) -> tuple[str, str]:
+    """A throwaway self-signed device certificate the account has never seen."""
+    d = tmp_path_factory.mktemp("unregistered")
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "unregistered-device")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = d / "unregistered.pem", d / "unregistered.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_path), str(key_path)
+
+
+def client_id(case: str) -> str:
+    """Unique per test, and allowed by the account's policies (client/test-*)."""
+    return f"test-{case}-{uuid.uuid4().hex[:8]}"
+
+
+def static_credentials(key: dict, secret: str | None = None) -> auth.AwsCredentialsProvider:
+    return auth.AwsCredentialsProvider.new_static(
+        key["access_key_id"],
+        secret if secret is not None else key["secret_access_key"],
+        key.get("session_token"),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# MQTT 5: run a client to its first connection outcome, then stop it
+
+
+class Lifecycle:
+    """The MQTT 5 client's lifecycle callbacks as futures."""
+
+    def __init__(self):
+        self.outcome: concurrent.futures.Future = concurrent.futures.Future()
+        self.stopped: concurrent.futures.Future = concurrent.futures.Future()
+        self.successes = 0
+        self.failures: list[mqtt5.LifecycleConnectFailureData] = []
+
+    def _settle(self, value) -> None:
+        try:
+            self.outcome.set_result(value)
+        except concurrent.futures.InvalidStateError:
+            pass  # a later attempt; the first outcome counts
+
+    def on_success(self, data: mqtt5.LifecycleConnectSuccessData) -> None:
+        self.successes += 1
+        self._settle(("success", data))
+
+    def on_failure(self, data: mqtt5.LifecycleConnectFailureData) -> None:
+        self.failures.append(data)
+        self._settle(("failure", data))
+
+    def on_stopped(self, data: mqtt5.LifecycleStoppedData) -> None:
+        try:
+            self.stopped.set_result(True)
+        except concurrent.futures.InvalidStateError:
+            pass
+
+    def kwargs(self) -> dict:
+        """The builder keyword arguments that wire the callbacks (and slow the retry loop so a
+        refused client does not hammer the server before the test stops it)."""
+        return dict(
+            on_lifecycle_connection_success=self.on_success,
+            on_lifecycle_connection_failure=self.on_failure,
+            on_lifecycle_stopped=self.on_stopped,
+            min_reconnect_delay_ms=5_000,
+            max_reconnect_delay_ms=10_000,
+            connack_timeout_ms=int(CONNECT_TIMEOUT * 1000),
+        )
+
+
+def describe_failure(data: mqtt5.LifecycleConnectFailureData) -> str:
+    connack = data.connack_packet
+    if connack is not None:
+        return (
+            f"{data.exception!r}; CONNACK {connack.reason_code!r} "
+            f"reason string {connack.reason_string!r}"
+        )
+    return repr(data.exception)
+
+
+def run_mqtt5(client: mqtt5.Client, life: Lifecycle) -> tuple[str, object]:
+    """Start the client, wait for its first connection outcome, stop it. Never hangs."""
+    client.start()
+    try:
+        return life.outcome.result(timeout=CONNECT_TIMEOUT)
+    except concurrent.futures.TimeoutError:
+        return ("timeout", None)
+    finally:
+        client.stop(mqtt5.DisconnectPacket())
+        try:
+            life.stopped.result(timeout=STOP_TIMEOUT)
+        except concurrent.futures.TimeoutError:
+            pytest.fail(f"the MQTT 5 client did not stop within {STOP_TIMEOUT}s")
+
+
+def expect_accepted(server: Server, mark: int, client: mqtt5.Client, life: Lifecycle, cid: str):
+    kind, data = run_mqtt5(client, life)
+    if kind != "success":
+        detail = describe_failure(data) if kind == "failure" else f"nothing within {CONNECT_TIMEOUT}s"
+        pytest.fail(
+            f"client {cid} was not accepted: {kind}: {detail}\n"
+            f"server log:\n{server.log(mark) or '(empty)'}"
+        )
+    assert data.connack_packet.reason_code == mqtt5.ConnectReasonCode.SUCCESS
+    return server.wait_for_line(mark, f"client '{cid}'", "allowed")
+
+
+def expect_refused(
+    server: Server, mark: int, client: mqtt5.Client, life: Lifecycle, *reason: str
+) -> tuple[mqtt5.LifecycleConnectFailureData, str]:
+    kind, data = run_mqtt5(client, life)
+    assert kind == "failure", (
+        f"expected a connection failure, got {kind}"
+        + (f" (CONNACK {data.connack_packet.reason_code!r})" if kind == "success" else "")
+        + f"\nserver log:\n{server.log(mark) or '(empty)'}"
+    )
+    assert life.successes == 0, "the client connected after all"
+    line = server.wait_for_line(mark, "denied", *reason)
+    return data, line
+
+
+def refused_with_connack(data: mqtt5.LifecycleConnectFailureData, *codes):
+    assert data.connack_packet is not None, f"no CONNACK: {describe_failure(data)}"
+    assert data.connack_packet.reason_code in codes, describe_failure(data)
+
+
+# --------------------------------------------------------------------------------------------
+# Accepted: mTLS
+
+
+def test_mtls_8883_mqtt5(server, account, decision_log):
+    life, cid = Lifecycle(), client_id("mtls-8883")
+    client = mqtt5_client_builder.mtls_from_path(
+        endpoint=HOST,
+        port=server.port_8883,
+        cert_filepath=account.device_cert,
+        pri_key_filepath=account.device_key,
+        ca_filepath=account.server_ca,
+        client_id=cid,
+        **life.kwargs(),
+    )
+    line = expect_accepted(server, decision_log, client, life, cid)
+    assert "[8883 mtls]" in line
+
+
+def test_mtls_443_alpn_mqtt5(server, account, decision_log):
+    """mTLS on the 443 listener needs ALPN x-amzn-mqtt-ca. mqtt5_client_builder offers it only
+    when port == 443 and takes no ALPN argument, so this builds awscrt.mqtt5.Client itself: the
+    TLS options mtls_from_path makes, plus the ALPN list the builder sets on port 443."""
+    life, cid = Lifecycle(), client_id("mtls-443")
+    tls = io.TlsContextOptions.create_client_with_mtls_from_path(
+        account.device_cert, account.device_key
+    )
+    tls.override_default_trust_store_from_path(None, account.server_ca)
+    tls.alpn_list = ["x-amzn-mqtt-ca"]
+    kw = life.kwargs()
+    options = mqtt5.ClientOptions(
+        host_name=HOST,
+        port=server.port_443,
+        tls_ctx=io.ClientTlsContext(tls),
+        connect_options=mqtt5.ConnectPacket(client_id=cid, keep_alive_interval_sec=1200),
+        extended_validation_and_flow_control_options=(
+            mqtt5.ExtendedValidationAndFlowControlOptions.AWS_IOT_CORE_DEFAULTS
+        ),
+        min_reconnect_delay_ms=kw["min_reconnect_delay_ms"],
+        max_reconnect_delay_ms=kw["max_reconnect_delay_ms"],
+        connack_timeout_ms=kw["connack_timeout_ms"],
+        on_lifecycle_event_connection_success_fn=life.on_success,
+        on_lifecycle_event_connection_failure_fn=life.on_failure,
+        on_lifecycle_event_stopped_fn=life.on_stopped,
+    )
+    client = mqtt5.Client(options)
+    line = expect_accepted(server, decision_log, client, life, cid)
+    assert "[443 mtls]" in line
+
+
+# --------------------------------------------------------------------------------------------
+# Accepted: SigV4 WebSockets
+
+
+@pytest.mark.parametrize("which", ["long-term", "temporary"])
+def test_websocket_sigv4_mqtt5(server, account, decision_log, which):
+    key = account.long_term if which == "long-term" else account.temporary
+    life, cid = Lifecycle(), client_id(f"sigv4-{which}")
+    client = mqtt5_client_builder.websockets_with_default_aws_signing(
+        region=REGION,
+        credentials_provider=static_credentials(key),
+        endpoint=HOST,
+        port=server.port_443,
+        ca_filepath=account.server_ca,
+        client_id=cid,
+        **life.kwargs(),
+    )
+    line = expect_accepted(server, decision_log, client, life, cid)
+    assert "[443 websocket]" in line and key["access_key_id"] in line
+
+
+# --------------------------------------------------------------------------------------------
+# Accepted: custom authorizers
+
+
+def test_direct_custom_auth_signed_mqtt5(server, account, decision_log):
+    life, cid = Lifecycle(), client_id("direct-signed")
+    client = mqtt5_client_builder.direct_with_custom_authorizer(
+        auth_authorizer_name="signed-authorizer",
+        auth_token_key_name="token",
+        auth_token_value="allow",
+        auth_authorizer_signature=sign_token(account, "allow"),
+        endpoint=HOST,
+        port=server.port_443,
+        ca_filepath=account.server_ca,
+        client_id=cid,
+        **life.kwargs(),
+    )
+    line = expect_accepted(server, decision_log, client, life, cid)
+    assert "[443 custom-auth]" in line and "signed-authorizer" in line
+
+
+@pytest.mark.parametrize("authorizer", ["unsigned-authorizer", None], ids=["named", "default"])
+def test_direct_custom_auth_unsigned_mqtt5(server, account, decision_log, authorizer):
+    life, cid = Lifecycle(), client_id(f"direct-unsigned-{authorizer or 'default'}")
+    client = mqtt5_client_builder.direct_with_custom_authorizer(
+        auth_username="demo-user",
+        auth_password=account.password,
+        auth_authorizer_name=authorizer,
+        endpoint=HOST,
+        port=server.port_443,
+        ca_filepath=account.server_ca,
+        client_id=cid,
+        **life.kwargs(),
+    )
+    line = expect_accepted(server, decision_log, client, life, cid)
+    assert "[443 custom-auth]" in line and "unsigned-authorizer" in line
+
+
+def test_websocket_custom_auth_signed_mqtt5(server, account, decision_log):
+    life, cid = Lifecycle(), client_id("ws-signed")
+    client = mqtt5_client_builder.websockets_with_custom_authorizer(
+        auth_authorizer_name="signed-authorizer",
+        auth_token_key_name="token",
+        auth_token_value="allow",
+        auth_authorizer_signature=sign_token(account, "allow"),
+        endpoint=HOST,
+        port=server.port_443,
+        ca_filepath=account.server_ca,
+        client_id=cid,
+        **life.kwargs(),
+    )
+    line = expect_accepted(server, decision_log, client, life, cid)
+    assert "[443 websocket]" in line and "signed-authorizer" in line
+
+
+def test_websocket_custom_auth_unsigned_mqtt5(server, account, decision_log):
+    life, cid = Lifecycle(), client_id("ws-unsigned")
+    client = mqtt5_client_builder.websockets_with_custom_authorizer(
+        auth_username="demo-user",
+        auth_password=account.password,
+        auth_authorizer_name="unsigned-authorizer",
+        endpoint=HOST,
+        port=server.port_443,
+        ca_filepath=account.server_ca,
+        client_id=cid,
+        **life.kwargs(),
+    )
+    line = expect_accepted(server, decision_log, client, life, cid)
+    assert "[443 websocket]" in line and "unsigned-authorizer" in line
+
+
+# --------------------------------------------------------------------------------------------
+# Refused (MQTT 5)
+
+
+def test_refused_wrong_signature_mqtt5(server, account, decision_log):
+    """The token is "allow" but the signature is of another token."""
+    life = Lifecycle()
+    client = mqtt5_client_builder.direct_with_custom_authorizer(
+        auth_authorizer_name="signed-authorizer",
+        auth_token_key_name="token",
+        auth_token_value="allow",
+        auth_authorizer_signature=sign_token(account, "some-other-token"),
+        endpoint=HOST,
+        port=server.port_443,
+        ca_filepath=account.server_ca,
+        client_id=client_id("bad-signature"),
+        **life.kwargs(),
+    )
+    data, _ = expect_refused(server, decision_log, client, life, "signature")
+    refused_with_connack(data, mqtt5.ConnectReasonCode.NOT_AUTHORIZED)
+
+
+def test_refused_wrong_password_mqtt5(server, account, decision_log):
+    life = Lifecycle()
+    client = mqtt5_client_builder.direct_with_custom_authorizer(
+        auth_username="demo-user",
+        auth_password=account.password + "-wrong",
+        auth_authorizer_name="unsigned-authorizer",
+        endpoint=HOST,
+        port=server.port_443,
+        ca_filepath=account.server_ca,
+        client_id=client_id("bad-password"),
+        **life.kwargs(),
+    )
+    data, _ = expect_refused(server, decision_log, client, life, "isAuthenticated: false")
+    refused_with_connack(
+        data,
+        mqtt5.ConnectReasonCode.BAD_USERNAME_OR_PASSWORD,
+        mqtt5.ConnectReasonCode.NOT_AUTHORIZED,
+    )
+
+
+def test_refused_wrong_secret_key_mqtt5(server, account, decision_log):
+    secret = account.long_term["secret_access_key"]
+    wrong = secret[:-4] + ("AAAA" if not secret.endswith("AAAA") else "BBBB")
+    life = Lifecycle()
+    client = mqtt5_client_builder.websockets_with_default_aws_signing(
+        region=REGION,
+        credentials_provider=static_credentials(account.long_term, secret=wrong),
+        endpoint=HOST,
+        port=server.port_443,
+        ca_filepath=account.server_ca,
+        client_id=client_id("bad-secret"),
+        **life.kwargs(),
+    )
+    data, _ = expect_refused(server, decision_log, client, life, "SigV4", "signature")
+    # Refused at the WebSocket upgrade (HTTP 403): no MQTT CONNACK at all.
+    assert data.connack_packet is None, describe_failure(data)
+
+
+def test_refused_unregistered_certificate_mqtt5(server, account, decision_log, unregistered_device):
+    cert, key = unregistered_device
+    life = Lifecycle()
+    client = mqtt5_client_builder.mtls_from_path(
+        endpoint=HOST,
+        port=server.port_8883,
+        cert_filepath=cert,
+        pri_key_filepath=key,
+        ca_filepath=account.server_ca,
+        client_id=client_id("unregistered"),
+        **life.kwargs(),
+    )
+    data, _ = expect_refused(server, decision_log, client, life, "not registered")
+    refused_with_connack(data, mqtt5.ConnectReasonCode.NOT_AUTHORIZED)
+
+
+# --------------------------------------------------------------------------------------------
+# MQTT 3.1.1 (awsiot.mqtt_connection_builder)
+
+
+def connect_v311(conn: mqtt.Connection) -> dict:
+    """connect() and wait; raises what the SDK raises. Never hangs."""
+    return conn.connect().result(timeout=CONNECT_TIMEOUT)
+
+
+def expect_accepted_v311(server: Server, mark: int, conn: mqtt.Connection) -> None:
+    """connect() resolves (CONNACK return code 0, a new clean session), then disconnect()."""
+    try:
+        result = connect_v311(conn)
+    except Exception as e:
+        pytest.fail(f"not accepted: {e!r}\nserver log:\n{server.log(mark) or '(empty)'}")
+    # The future resolves only for return code 0 (ACCEPTED); anything else raises above.
+    assert result == {"session_present": False}
+    conn.disconnect().result(timeout=STOP_TIMEOUT)
+
+
+def direct_custom_auth_v311(server: Server, account: Account, **kwargs) -> mqtt.Connection:
+    conn = mqtt_connection_builder.direct_with_custom_authorizer(
+        endpoint=HOST, ca_filepath=account.server_ca, **kwargs
+    )
+    # The MQTT 3.1.1 builder forces port 443 for direct custom auth (and sets ALPN "mqtt");
+    # the Connection reads .port only in connect(), so point it at the 443-equivalent listener.
+    assert conn.port == 443
+    conn.port = server.port_443
+    return conn
+
+
+def test_mtls_8883_mqtt311(server, account, decision_log):
+    cid = client_id("v311-mtls")
+    conn = mqtt_connection_builder.mtls_from_path(
+        endpoint=HOST,
+        port=server.port_8883,
+        cert_filepath=account.device_cert,
+        pri_key_filepath=account.device_key,
+        ca_filepath=account.server_ca,
+        client_id=cid,
+        clean_session=True,
+    )
+    expect_accepted_v311(server, decision_log, conn)
+    assert "[8883 mtls]" in server.wait_for_line(decision_log, f"client '{cid}'", "allowed")
+
+
+def test_direct_custom_auth_signed_mqtt311(server, account, decision_log):
+    cid = client_id("v311-signed")
+    conn = direct_custom_auth_v311(
+        server,
+        account,
+        auth_authorizer_name="signed-authorizer",
+        auth_token_key_name="token",
+        auth_token_value="allow",
+        auth_authorizer_signature=sign_token(account, "allow"),
+        client_id=cid,
+        clean_session=True,
+    )
+    expect_accepted_v311(server, decision_log, conn)
+    line = server.wait_for_line(decision_log, f"client '{cid}'", "allowed")
+    assert "[443 custom-auth]" in line and "signed-authorizer" in line
+
+
+def test_direct_custom_auth_unsigned_mqtt311(server, account, decision_log):
+    cid = client_id("v311-unsigned")
+    conn = direct_custom_auth_v311(
+        server,
+        account,
+        auth_username="demo-user",
+        auth_password=account.password,
+        auth_authorizer_name="unsigned-authorizer",
+        client_id=cid,
+        clean_session=True,
+    )
+    expect_accepted_v311(server, decision_log, conn)
+    line = server.wait_for_line(decision_log, f"client '{cid}'", "allowed")
+    assert "[443 custom-auth]" in line and "unsigned-authorizer" in line
+
+
+def test_websocket_sigv4_temporary_mqtt311(server, account, decision_log):
+    cid = client_id("v311-sigv4")
+    conn = mqtt_connection_builder.websockets_with_default_aws_signing(
+        region=REGION,
+        credentials_provider=static_credentials(account.temporary),
+        endpoint=HOST,
+        port=server.port_443,
+        ca_filepath=account.server_ca,
+        client_id=cid,
+        clean_session=True,
+    )
+    expect_accepted_v311(server, decision_log, conn)
+    line = server.wait_for_line(decision_log, f"client '{cid}'", "allowed")
+    assert "[443 websocket]" in line and account.temporary["access_key_id"] in line
+
+
+def test_refused_wrong_password_mqtt311(server, account, decision_log):
+    """IoT Core closes the connection of a refused MQTT 3.1.1 client without a CONNACK; the
+    SDK's connect() future raises."""
+    conn = direct_custom_auth_v311(
+        server,
+        account,
+        auth_username="demo-user",
+        auth_password=account.password + "-wrong",
+        auth_authorizer_name="unsigned-authorizer",
+        client_id=client_id("v311-bad-password"),
+        clean_session=True,
+    )
+    with pytest.raises(Exception) as raised:
+        connect_v311(conn)
+    assert not isinstance(raised.value, concurrent.futures.TimeoutError), (
+        f"connect() neither succeeded nor failed within {CONNECT_TIMEOUT}s"
+    )
+    server.wait_for_line(decision_log, "denied", "isAuthenticated: false")
