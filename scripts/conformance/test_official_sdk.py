@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from awscrt import auth, io, mqtt, mqtt5
+from awscrt import auth, exceptions, io, mqtt, mqtt5
 from awsiot import mqtt5_client_builder, mqtt_connection_builder
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -50,6 +50,10 @@ CONNECT_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
 READY_TIMEOUT = 30.0
 LOG_TIMEOUT = 5.0
+
+# CONFORMANCE_CRT_LOG=/path/file: the CRT's own debug log (TLS, WebSocket, MQTT), for digging.
+if os.environ.get("CONFORMANCE_CRT_LOG"):
+    io.init_logging(io.LogLevel.Debug, os.environ["CONFORMANCE_CRT_LOG"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -371,12 +375,19 @@ def expect_refused(
     )
     assert life.successes == 0, "the client connected after all"
     line = server.wait_for_line(mark, "denied", *reason)
+    # Shown with `pytest -rP` (or -s): what the SDK reported and what the server decided.
+    print(f"SDK: {describe_failure(data)}\nserver: {line}")
     return data, line
 
 
 def refused_with_connack(data: mqtt5.LifecycleConnectFailureData, *codes):
     assert data.connack_packet is not None, f"no CONNACK: {describe_failure(data)}"
     assert data.connack_packet.reason_code in codes, describe_failure(data)
+    if data.connack_packet.reason_code == mqtt5.ConnectReasonCode.NOT_AUTHORIZED:
+        # What IoT Core says with 0x87 (reference, section 4).
+        assert (data.connack_packet.reason_string or "").startswith(
+            "Client is not authenticated/authorized to send the message:"
+        ), describe_failure(data)
 
 
 # --------------------------------------------------------------------------------------------
@@ -597,6 +608,44 @@ def test_refused_unregistered_certificate_mqtt5(server, account, decision_log, u
     refused_with_connack(data, mqtt5.ConnectReasonCode.NOT_AUTHORIZED)
 
 
+def test_refused_mtls_443_without_alpn_mqtt5(server, account, decision_log):
+    """What the stock builder does on a 443 listener that is not on port 443: it offers no ALPN,
+    so the connection is a WebSocket one (as on IoT Core's port 443) and raw MQTT is refused.
+    This is why test_mtls_443_alpn_mqtt5 sets the ALPN itself."""
+    life = Lifecycle()
+    client = mqtt5_client_builder.mtls_from_path(
+        endpoint=HOST,
+        port=server.port_443,
+        cert_filepath=account.device_cert,
+        pri_key_filepath=account.device_key,
+        ca_filepath=account.server_ca,
+        client_id=client_id("mtls-443-no-alpn"),
+        **life.kwargs(),
+    )
+    data, line = expect_refused(server, decision_log, client, life, "not HTTP")
+    assert "[443 websocket]" in line
+    assert data.connack_packet is None, describe_failure(data)
+
+
+def test_refused_custom_auth_on_8883_mqtt5(server, account, decision_log):
+    """Custom authentication is served on 443 only (reference, section 1): on 8883 the SDK's
+    custom-auth client, which has no client certificate, is refused."""
+    life = Lifecycle()
+    client = mqtt5_client_builder.direct_with_custom_authorizer(
+        auth_username="demo-user",
+        auth_password=account.password,
+        auth_authorizer_name="unsigned-authorizer",
+        endpoint=HOST,
+        port=server.port_8883,
+        ca_filepath=account.server_ca,
+        client_id=client_id("custom-auth-8883"),
+        **life.kwargs(),
+    )
+    data, line = expect_refused(server, decision_log, client, life)
+    assert "[8883" in line
+    assert data.connack_packet is None, describe_failure(data)
+
+
 # --------------------------------------------------------------------------------------------
 # MQTT 3.1.1 (awsiot.mqtt_connection_builder)
 
@@ -709,4 +758,8 @@ def test_refused_wrong_password_mqtt311(server, account, decision_log):
     assert not isinstance(raised.value, concurrent.futures.TimeoutError), (
         f"connect() neither succeeded nor failed within {CONNECT_TIMEOUT}s"
     )
-    server.wait_for_line(decision_log, "denied", "isAuthenticated: false")
+    line = server.wait_for_line(decision_log, "denied", "isAuthenticated: false")
+    print(f"SDK: {raised.value!r}\nserver: {line}")
+    # No CONNACK, the socket closed: the CRT calls that an unexpected hang-up.
+    assert isinstance(raised.value, exceptions.AwsCrtError), repr(raised.value)
+    assert raised.value.name == "AWS_ERROR_MQTT_UNEXPECTED_HANGUP", repr(raised.value)
