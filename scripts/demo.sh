@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# The one-command demo: build, create a local AWS IoT Core account, start iot-core-local, run
+# every sample in every mode against it, print a table, stop the endpoint.
+# Exits non-zero if any row failed. Needs only a Rust toolchain; touches nothing outside target/.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+profile_dir="${CARGO_TARGET_DIR:-$repo/target}/debug"
+account="${CARGO_TARGET_DIR:-$repo/target}/demo-account"
+log="${CARGO_TARGET_DIR:-$repo/target}/demo-endpoint.log"
+
+echo "==> Building the workspace (cargo build --workspace)"
+cargo build --workspace
+
+echo "==> Creating a local account in $account"
+"$profile_dir/iot-core-local" init --force "$account" >/dev/null
+
+echo "==> Starting iot-core-local (log: $log)"
+ready="$(mktemp)"
+RUST_LOG=info "$profile_dir/iot-core-local" serve --dir "$account" --port-443 0 --port-8883 0 >"$ready" 2>"$log" &
+server=$!
+cleanup() {
+  kill -INT "$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null || true
+  rm -f "$ready"
+}
+trap cleanup EXIT
+for _ in $(seq 1 100); do
+  grep -q '^ready ' "$ready" && break
+  kill -0 "$server" 2>/dev/null || { echo "iot-core-local did not start:"; cat "$log"; exit 1; }
+  sleep 0.1
+done
+read -r _ p443 p8883 < <(grep '^ready ' "$ready" | sed 's/port_443=//; s/port_8883=//')
+[ -n "${p8883:-}" ] || { echo "iot-core-local did not report its ports:"; cat "$log"; exit 1; }
+echo "    443 listener on port $p443, 8883 listener on port $p8883"
+echo
+
+ca=(--ca-file "$account/server-ca.pem")
+password="$(cat "$account/custom-auth-password")"
+# SigV4 credentials come from the account's credentials file only, never from this shell.
+aws_env() {
+  env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_SESSION_TOKEN -u AWS_PROFILE \
+    AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null \
+    AWS_SHARED_CREDENTIALS_FILE="$account/aws-credentials" AWS_PROFILE="$1" "${@:2}"
+}
+
+rows=()
+failed=0
+run() { # run <sample> <mode> <transport> <mqtt> <command...>
+  local sample=$1 mode=$2 transport=$3 mqtt=$4; shift 4
+  local out start end ms status
+  start=$(date +%s%N)
+  if out="$("$@" 2>&1)" && grep -q '^Connection attempt successful!$' <<<"$out"; then
+    status="ok"
+  else
+    status="FAILED"; failed=$((failed + 1))
+  fi
+  end=$(date +%s%N)
+  ms=$(( (end - start) / 1000000 ))
+  rows+=("$(printf '%-21s %-22s %-30s %-6s %-7s %5s ms' "$sample" "$mode" "$transport" "$mqtt" "$status" "$ms")")
+  if [ "$status" != ok ]; then
+    rows+=("$(printf '    %s' "$(echo "$out" | grep -E '^(Connection attempt failed|hint|error)' | tr '\n' ' ')")")
+  fi
+  printf '.'
+}
+
+echo -n "==> Running the samples "
+for v in 5 3.1.1; do
+  cert=(--cert "$account/device.pem" --key "$account/device.key")
+  run mtls-connect "X.509 certificate" "TLS, port 8883" "$v" \
+    "$profile_dir/mtls-connect" "${cert[@]}" "${ca[@]}" --port "$p8883" --mqtt-version "$v" localhost
+  run mtls-connect "X.509 certificate" "TLS+ALPN x-amzn-mqtt-ca, 443" "$v" \
+    "$profile_dir/mtls-connect" "${cert[@]}" "${ca[@]}" --port "$p443" --mqtt-version "$v" localhost
+  run websocket-connect "SigV4, long-term key" "WebSocket, 443" "$v" \
+    aws_env iot-core-local "$profile_dir/websocket-connect" "${ca[@]}" --port "$p443" --signing-region us-east-1 --mqtt-version "$v" localhost
+  run websocket-connect "SigV4, session token" "WebSocket, 443" "$v" \
+    aws_env iot-core-local-temporary "$profile_dir/websocket-connect" "${ca[@]}" --port "$p443" --signing-region us-east-1 --mqtt-version "$v" localhost
+  unsigned=(--authorizer unsigned-authorizer --username demo-user --password "$password")
+  run custom-auth-unsigned "authorizer, unsigned" "TLS+ALPN mqtt, 443" "$v" \
+    "$profile_dir/custom-auth-unsigned" "${unsigned[@]}" "${ca[@]}" --port "$p443" --mqtt-version "$v" localhost
+  run custom-auth-unsigned "authorizer, unsigned" "WebSocket, 443" "$v" \
+    "$profile_dir/custom-auth-unsigned" "${unsigned[@]}" --websockets "${ca[@]}" --port "$p443" --mqtt-version "$v" localhost
+  signed=(--authorizer signed-authorizer --authorizer-token-key-name token --authorizer-token-key-value allow
+          --authorizer-private-key "$account/authorizer-private.pem")
+  run custom-auth-signed "authorizer, signed" "TLS+ALPN mqtt, 443" "$v" \
+    "$profile_dir/custom-auth-signed" "${signed[@]}" "${ca[@]}" --port "$p443" --mqtt-version "$v" localhost
+  run custom-auth-signed "authorizer, signed" "WebSocket, 443" "$v" \
+    "$profile_dir/custom-auth-signed" "${signed[@]}" --websockets "${ca[@]}" --port "$p443" --mqtt-version "$v" localhost
+  run websocket-connect "authorizer, unsigned" "WebSocket, 443" "$v" \
+    "$profile_dir/websocket-connect" "${unsigned[@]}" "${ca[@]}" --port "$p443" --mqtt-version "$v" localhost
+done
+echo
+echo
+printf '%-21s %-22s %-30s %-6s %-7s %8s\n' SAMPLE AUTHENTICATION TRANSPORT MQTT RESULT TIME
+printf '%s\n' "$(printf '%.0s-' {1..100})"
+printf '%s\n' "${rows[@]}"
+echo
+if [ "$failed" -eq 0 ]; then
+  echo "All ${#rows[@]} connections accepted by iot-core-local. Its decisions: $log"
+else
+  echo "$failed connection(s) FAILED. The endpoint's decisions, with reasons: $log"
+  exit 1
+fi
