@@ -27,12 +27,16 @@ else
 fi
 
 if [[ -n "${IOT_CORE_LOCAL_BIN:-}" ]]; then
+    IOT_CORE_LOCAL_BIN="$(realpath "$IOT_CORE_LOCAL_BIN")"
+    export IOT_CORE_LOCAL_BIN
     echo "==> using IOT_CORE_LOCAL_BIN=$IOT_CORE_LOCAL_BIN (no build)"
 else
     echo "==> cargo build -p iot-core-local"
-    (cd "$repo" && cargo build --quiet -p iot-core-local)
+    (cd "$repo" && cargo build -p iot-core-local)
 fi
 
 echo "==> pytest scripts/conformance"
 cd "$repo"
-exec "$venv/bin/python" -m pytest -q scripts/conformance "$@"
+# No .pytest_cache or __pycache__ left in the work tree.
+export PYTHONDONTWRITEBYTECODE=1
+exec "$venv/bin/python" -m pytest -q -p no:cacheprovider scripts/conformance "$@"
