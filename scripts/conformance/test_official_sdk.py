@@ -652,13 +652,6 @@ def test_refused_custom_auth_on_8883_mqtt5(server, account, decision_log):
 # Same client id twice (MQTT 5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="known server deviation: the first client is dropped with a bare close "
-    "(SDK: AWS_ERROR_MQTT_UNEXPECTED_HANGUP), not MQTT 5 DISCONNECT 0x8E as IoT Core sends "
-    "(reference, section 4); remove this marker once fixed",
-)
 def test_second_connection_takes_over_mqtt5(server, account, decision_log):
     cid = client_id("takeover")
     first_gone: concurrent.futures.Future = concurrent.futures.Future()

@@ -106,13 +106,19 @@ async fn wait_listening(addr: SocketAddr) -> Result<(), BrokerError> {
     Err(BrokerError::NotListening(addr))
 }
 
-/// Forward `connect` (the client's raw CONNECT) to the broker, then copy both ways.
+/// MQTT 5 DISCONNECT with reason 0x8E "Session taken over", no properties.
+pub const DISCONNECT_TAKEN_OVER: [u8; 4] = [0xE0, 0x02, 0x8E, 0x00];
+
+/// Forward `connect` (the client's raw CONNECT) to the broker, then copy both ways until either
+/// side closes or `taken_over` fires: another connection with the same client id was accepted,
+/// and, as IoT Core does, this one ends (MQTT 5: DISCONNECT 0x8E first).
 /// Returns an error only if the broker could not be reached; the caller answers the client.
 pub async fn bridge<S>(
     client: &mut S,
     connect: &[u8],
     version: Version,
     upstream: &Upstream,
+    taken_over: tokio::sync::oneshot::Receiver<()>,
 ) -> std::io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin + ?Sized,
@@ -121,9 +127,18 @@ where
     let mut broker = TcpStream::connect(&addr).await?;
     broker.set_nodelay(true)?;
     broker.write_all(connect).await?;
-    match tokio::io::copy_bidirectional(client, &mut broker).await {
-        Ok((up, down)) => log::debug!("bridge to {addr} closed ({up} bytes up, {down} down)"),
-        Err(e) => log::debug!("bridge to {addr} ended: {e}"),
+    tokio::select! {
+        copied = tokio::io::copy_bidirectional(client, &mut broker) => match copied {
+            Ok((up, down)) => log::debug!("bridge to {addr} closed ({up} bytes up, {down} down)"),
+            Err(e) => log::debug!("bridge to {addr} ended: {e}"),
+        },
+        Ok(()) = taken_over => {
+            if version == Version::V5 {
+                let _ = client.write_all(&DISCONNECT_TAKEN_OVER).await;
+                let _ = client.flush().await;
+            }
+            let _ = client.shutdown().await;
+        }
     }
     Ok(())
 }

@@ -64,12 +64,18 @@ enum Command {
     },
 }
 
-/// Decisions at info; the embedded broker's own chatter only when asked for with RUST_LOG.
-const DEFAULT_LOG: &str = "info,rumqttd=off,tracing=off";
+/// Decisions at info.
+const DEFAULT_LOG: &str = "info";
+/// The embedded broker logs routine events at error level: silent unless RUST_LOG names it.
+const QUIET_BROKER: &str = "rumqttd=off,tracing=off";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(DEFAULT_LOG)).init();
+    let mut filter = std::env::var("RUST_LOG").unwrap_or_else(|_| DEFAULT_LOG.to_string());
+    if !filter.contains("rumqttd") {
+        filter = format!("{filter},{QUIET_BROKER}");
+    }
+    env_logger::Builder::new().parse_filters(&filter).init();
     match cli.command {
         Command::Init {
             dir,

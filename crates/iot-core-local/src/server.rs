@@ -91,7 +91,45 @@ pub enum ServeError {
     BadBind(String),
 }
 
+/// The connections bridged to the broker, by client id, so that a new connection with the same
+/// client id takes the session over.
+#[derive(Default)]
+struct Sessions {
+    next: std::sync::atomic::AtomicU64,
+    by_client_id: std::sync::Mutex<
+        std::collections::HashMap<String, (u64, tokio::sync::oneshot::Sender<()>)>,
+    >,
+}
+
+impl Sessions {
+    /// Register `client_id`; the previous holder, if any, is told to end. Returns this
+    /// session's number and the signal that ends it.
+    fn take(&self, client_id: &str) -> (u64, tokio::sync::oneshot::Receiver<()>) {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let previous = self
+            .by_client_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(client_id.to_string(), (id, tx));
+        if let Some((_, old)) = previous {
+            log::info!("client '{client_id}': a new connection takes the session over");
+            let _ = old.send(());
+        }
+        (id, rx)
+    }
+
+    /// Forget `client_id` if session `id` still holds it.
+    fn release(&self, client_id: &str, id: u64) {
+        let mut map = self.by_client_id.lock().unwrap_or_else(|e| e.into_inner());
+        if map.get(client_id).is_some_and(|(held, _)| *held == id) {
+            map.remove(client_id);
+        }
+    }
+}
+
 struct State {
+    sessions: Sessions,
     auth: Authenticator,
     acceptor_443: TlsAcceptor,
     acceptor_8883: TlsAcceptor,
@@ -177,6 +215,7 @@ pub async fn start(dir: &Path, opts: &ServeOptions) -> Result<Running, ServeErro
         .connack_on_v311_reject
         .unwrap_or(config.server.connack_on_v311_reject);
     let state = Arc::new(State {
+        sessions: Sessions::default(),
         auth: Authenticator {
             config,
             registry,
@@ -431,9 +470,17 @@ impl Conn<'_> {
         match outcome {
             Outcome::Allowed { principal } => {
                 self.decide(id, true, principal);
-                if let Err(e) =
-                    broker::bridge(&mut stream, &raw, connect.version, &self.state.upstream).await
-                {
+                let (session, taken_over) = self.state.sessions.take(&connect.client_id);
+                let bridged = broker::bridge(
+                    &mut stream,
+                    &raw,
+                    connect.version,
+                    &self.state.upstream,
+                    taken_over,
+                )
+                .await;
+                self.state.sessions.release(&connect.client_id, session);
+                if let Err(e) = bridged {
                     log::warn!("{}: the broker is unreachable: {e}", self.peer);
                     self.refuse(
                         &mut stream,

@@ -701,3 +701,33 @@ async fn mqtt_without_alpn_on_443_and_garbage_are_refused_without_disturbing_oth
     let seen = mqtt_over(mtls(&ep, Port::P8883, device()), V::V5, CLIENT, None, None).await;
     assert_accepted(&mut ep, seen, "certificate test-device").await;
 }
+
+#[tokio::test]
+async fn a_second_connection_with_the_same_client_id_takes_the_session_over() {
+    use tokio::io::AsyncReadExt;
+    let dir = rich_account("takeover");
+    let mut ep = Endpoint::start(&dir).await;
+    for (v, expected) in [(V::V5, vec![0xE0, 0x02, 0x8E, 0x00]), (V::V311, vec![])] {
+        let mut first = mtls(&ep, Port::P8883, device()).connect().await.unwrap();
+        let seen = send_connect(&mut first, &connect_packet(v, "test-takeover", None, None)).await;
+        assert_accepted(&mut ep, seen, "certificate test-device").await;
+
+        let seen = mqtt_over(
+            mtls(&ep, Port::P443, device()),
+            v,
+            "test-takeover",
+            None,
+            None,
+        )
+        .await;
+        assert_accepted(&mut ep, seen, "certificate test-device").await;
+
+        // The first connection is ended: MQTT 5 with DISCONNECT 0x8E, MQTT 3.1.1 by closing.
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(TIMEOUT, first.read_to_end(&mut rest))
+            .await
+            .expect("the first connection ends");
+        assert!(read.is_ok() || !rest.is_empty(), "{read:?}");
+        assert_eq!(rest, expected, "{v:?}");
+    }
+}
