@@ -5,7 +5,7 @@
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::mqtt::Version;
@@ -118,6 +118,7 @@ pub async fn bridge<S>(
     connect: &[u8],
     version: Version,
     upstream: &Upstream,
+    keep_alive: u16,
     taken_over: tokio::sync::oneshot::Receiver<()>,
 ) -> std::io::Result<()>
 where
@@ -127,6 +128,7 @@ where
     let mut broker = TcpStream::connect(&addr).await?;
     broker.set_nodelay(true)?;
     broker.write_all(connect).await?;
+    relay_connack(&mut broker, client, version, keep_alive).await?;
     tokio::select! {
         copied = tokio::io::copy_bidirectional(client, &mut broker) => match copied {
             Ok((up, down)) => log::debug!("bridge to {addr} closed ({up} bytes up, {down} down)"),
@@ -141,4 +143,195 @@ where
         }
     }
     Ok(())
+}
+
+/// AWS IoT Core's keep-alive range (reference §4).
+pub const KEEP_ALIVE_RANGE: std::ops::RangeInclusive<u16> = 30..=1200;
+
+/// Pass the broker's CONNACK to the client. For MQTT 5 it is made to say what IoT Core says:
+/// Maximum QoS 1 (QoS 2 is not supported), and a Server Keep Alive when the client asked for a
+/// keep-alive outside 30..=1200 s (clamped; 0, "no keep-alive", is left alone).
+async fn relay_connack<S>(
+    broker: &mut TcpStream,
+    client: &mut S,
+    version: Version,
+    keep_alive: u16,
+) -> std::io::Result<()>
+where
+    S: AsyncWrite + Unpin + ?Sized,
+{
+    let packet = read_packet(broker).await?;
+    let out = match version {
+        Version::V5 => rewrite_connack_v5(&packet, keep_alive).unwrap_or(packet),
+        Version::V311 => packet,
+    };
+    client.write_all(&out).await?;
+    client.flush().await
+}
+
+/// One whole MQTT packet (fixed header included), at most 64 KiB.
+async fn read_packet(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut packet = vec![stream.read_u8().await?];
+    let mut len = 0usize;
+    for i in 0..4 {
+        let b = stream.read_u8().await?;
+        packet.push(b);
+        len |= usize::from(b & 0x7F) << (7 * i);
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    if len > 65_536 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "broker packet too large",
+        ));
+    }
+    let start = packet.len();
+    packet.resize(start + len, 0);
+    stream.read_exact(&mut packet[start..]).await?;
+    Ok(packet)
+}
+
+fn encode_varint(mut n: usize, out: &mut Vec<u8>) {
+    loop {
+        let mut b = (n % 128) as u8;
+        n /= 128;
+        if n > 0 {
+            b |= 0x80;
+        }
+        out.push(b);
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+fn decode_varint(bytes: &[u8]) -> Option<(usize, usize)> {
+    let mut n = 0usize;
+    for (i, b) in bytes.iter().take(4).enumerate() {
+        n |= usize::from(b & 0x7F) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((n, i + 1));
+        }
+    }
+    None
+}
+
+/// A successful MQTT 5 CONNACK with Maximum QoS 1 and, if needed, Server Keep Alive; `None`
+/// (forward unchanged) for anything else or anything not understood.
+pub fn rewrite_connack_v5(packet: &[u8], keep_alive: u16) -> Option<Vec<u8>> {
+    if packet.first() != Some(&0x20) {
+        return None;
+    }
+    let (len, n) = decode_varint(&packet[1..])?;
+    let body = packet.get(1 + n..1 + n + len)?;
+    let (&flags, rest) = body.split_first()?;
+    let (&reason, rest) = rest.split_first()?;
+    if reason != 0 {
+        return None;
+    }
+    let (props_len, n) = decode_varint(rest)?;
+    let props = rest.get(n..n + props_len)?;
+
+    // Keep the broker's properties except the two we set.
+    let mut kept = Vec::new();
+    let mut i = 0;
+    while i < props.len() {
+        let id = props[i];
+        let size = match id {
+            0x24 | 0x25 | 0x28 | 0x29 | 0x2A => 1,
+            0x13 | 0x21 | 0x22 => 2,
+            0x11 | 0x27 => 4,
+            0x12 | 0x1A | 0x1C | 0x15 | 0x1F | 0x16 => {
+                2 + usize::from(u16::from_be_bytes([*props.get(i + 1)?, *props.get(i + 2)?]))
+            }
+            0x26 => {
+                let k = usize::from(u16::from_be_bytes([*props.get(i + 1)?, *props.get(i + 2)?]));
+                let v_at = i + 3 + k;
+                let v = usize::from(u16::from_be_bytes([
+                    *props.get(v_at)?,
+                    *props.get(v_at + 1)?,
+                ]));
+                4 + k + v
+            }
+            _ => return None,
+        };
+        let item = props.get(i..i + 1 + size)?;
+        if id != 0x24 && id != 0x13 {
+            kept.extend_from_slice(item);
+        }
+        i += 1 + size;
+    }
+    kept.extend_from_slice(&[0x24, 1]);
+    if keep_alive != 0 && !KEEP_ALIVE_RANGE.contains(&keep_alive) {
+        let clamped = keep_alive.clamp(*KEEP_ALIVE_RANGE.start(), *KEEP_ALIVE_RANGE.end());
+        kept.push(0x13);
+        kept.extend_from_slice(&clamped.to_be_bytes());
+    }
+
+    let mut props_len = Vec::new();
+    encode_varint(kept.len(), &mut props_len);
+    let mut out = vec![0x20];
+    encode_varint(2 + props_len.len() + kept.len(), &mut out);
+    out.extend_from_slice(&[flags, reason]);
+    out.extend_from_slice(&props_len);
+    out.extend_from_slice(&kept);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connack_gets_maximum_qos_1_and_clamped_keep_alive() {
+        // Success, no properties.
+        let plain = [0x20, 0x03, 0x00, 0x00, 0x00];
+        assert_eq!(
+            rewrite_connack_v5(&plain, 60).unwrap(),
+            vec![0x20, 0x05, 0x00, 0x00, 0x02, 0x24, 0x01]
+        );
+        assert_eq!(
+            rewrite_connack_v5(&plain, 5).unwrap(),
+            vec![0x20, 0x08, 0x00, 0x00, 0x05, 0x24, 0x01, 0x13, 0x00, 30]
+        );
+        let long = rewrite_connack_v5(&plain, 3000).unwrap();
+        assert_eq!(&long[long.len() - 3..], &[0x13, 0x04, 0xB0]); // 1200
+        assert_eq!(
+            rewrite_connack_v5(&plain, 0).unwrap().len(),
+            7,
+            "0 is left alone"
+        );
+    }
+
+    #[test]
+    fn broker_properties_are_kept_and_its_qos_replaced() {
+        // Receive Maximum 100, Maximum QoS 2, Topic Alias Maximum 10.
+        let p = [
+            0x20, 0x0B, 0x01, 0x00, 0x08, 0x21, 0x00, 0x64, 0x24, 0x02, 0x22, 0x00, 0x0A,
+        ];
+        assert_eq!(
+            rewrite_connack_v5(&p, 60).unwrap(),
+            vec![0x20, 0x0B, 0x01, 0x00, 0x08, 0x21, 0x00, 0x64, 0x22, 0x00, 0x0A, 0x24, 0x01]
+        );
+    }
+
+    #[test]
+    fn refusals_and_unknown_properties_pass_unchanged() {
+        assert_eq!(
+            rewrite_connack_v5(&[0x20, 0x03, 0x00, 0x87, 0x00], 60),
+            None
+        );
+        assert_eq!(
+            rewrite_connack_v5(&[0x20, 0x05, 0x00, 0x00, 0x02, 0x7F, 0x00], 60),
+            None
+        );
+        assert_eq!(rewrite_connack_v5(&[0x30, 0x00], 60), None);
+        assert_eq!(
+            rewrite_connack_v5(&[0x20, 0x09, 0x00], 60),
+            None,
+            "truncated"
+        );
+    }
 }

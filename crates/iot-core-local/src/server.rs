@@ -476,6 +476,7 @@ impl Conn<'_> {
                     &raw,
                     connect.version,
                     &self.state.upstream,
+                    connect.keep_alive,
                     taken_over,
                 )
                 .await;

@@ -17,6 +17,7 @@ use iot_core_local::server::ServeOptions;
 use iot_core_local::tls::{ALPN_MQTT, ALPN_MQTT_CA};
 use samples_common::custom_auth::{build_username, TokenSigner, UsernameParts};
 use samples_common::websocket::presign;
+use tokio::io::AsyncWriteExt;
 
 const CLIENT: &str = "test-client-1";
 
@@ -729,5 +730,37 @@ async fn a_second_connection_with_the_same_client_id_takes_the_session_over() {
             .expect("the first connection ends");
         assert!(read.is_ok() || !rest.is_empty(), "{read:?}");
         assert_eq!(rest, expected, "{v:?}");
+    }
+}
+
+#[tokio::test]
+async fn mqtt5_connack_says_maximum_qos_1_and_clamps_keep_alive() {
+    use tokio::io::AsyncReadExt;
+    let dir = rich_account("connack-props");
+    let mut ep = Endpoint::start(&dir).await;
+    for (keep_alive, server_keep_alive) in [(5u16, Some(30u16)), (3000, Some(1200)), (60, None)] {
+        let mut tls = mtls(&ep, Port::P8883, device()).connect().await.unwrap();
+        let mut packet = connect_packet(V::V5, CLIENT, None, None);
+        packet[10..12].copy_from_slice(&keep_alive.to_be_bytes()); // keep-alive field
+        tls.write_all(&packet).await.unwrap();
+        let mut buf = vec![0u8; 2];
+        tls.read_exact(&mut buf).await.unwrap();
+        let mut body = vec![0u8; usize::from(buf[1])];
+        tls.read_exact(&mut body).await.unwrap();
+        assert_eq!(&body[..2], &[0x00, 0x00], "accepted");
+        let props = &body[3..];
+        assert!(
+            props.windows(2).any(|w| w == [0x24, 0x01]),
+            "Maximum QoS 1 in {props:02X?}"
+        );
+        let ska = props
+            .windows(3)
+            .find(|w| w[0] == 0x13)
+            .map(|w| u16::from_be_bytes([w[1], w[2]]));
+        assert_eq!(
+            ska, server_keep_alive,
+            "keep-alive {keep_alive}: {props:02X?}"
+        );
+        assert!(ep.decision().await.allowed);
     }
 }
