@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::mqtt::Version;
+use crate::mqtt::{encode_varint, Version};
 
 /// Where authenticated connections go.
 #[derive(Clone, Debug)]
@@ -191,20 +191,6 @@ async fn read_packet(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     packet.resize(start + len, 0);
     stream.read_exact(&mut packet[start..]).await?;
     Ok(packet)
-}
-
-fn encode_varint(mut n: usize, out: &mut Vec<u8>) {
-    loop {
-        let mut b = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if n == 0 {
-            break;
-        }
-    }
 }
 
 fn decode_varint(bytes: &[u8]) -> Option<(usize, usize)> {

@@ -286,7 +286,8 @@ pub fn connack_v5(reason_code: u8, reason_string: Option<&str>) -> Vec<u8> {
     out
 }
 
-fn encode_varint(mut n: usize, out: &mut Vec<u8>) {
+/// Append `n` as an MQTT variable byte integer.
+pub(crate) fn encode_varint(mut n: usize, out: &mut Vec<u8>) {
     loop {
         let mut b = (n % 128) as u8;
         n /= 128;
