@@ -101,8 +101,8 @@ pub struct Session {
 }
 
 enum SessionInner {
-    V5(rumqttc::v5::AsyncClient, rumqttc::v5::EventLoop),
-    V311(rumqttc::AsyncClient, rumqttc::EventLoop),
+    V5(rumqttc::v5::AsyncClient, Box<rumqttc::v5::EventLoop>),
+    V311(rumqttc::AsyncClient, Box<rumqttc::EventLoop>),
 }
 
 /// Connect and wait for a successful CONNACK.
@@ -151,7 +151,7 @@ pub async fn connect(spec: &ConnectionSpec) -> Result<Session, Error> {
                 opts.set_request_modifier(move |req| sign(req));
             }
             let (client, eventloop) = rumqttc::v5::AsyncClient::new(opts, 4);
-            SessionInner::V5(client, eventloop)
+            SessionInner::V5(client, Box::new(eventloop))
         }
         MqttVersion::V311 => {
             let mut opts = rumqttc::MqttOptions::new(&spec.client_id, broker, spec.port);
@@ -173,7 +173,7 @@ pub async fn connect(spec: &ConnectionSpec) -> Result<Session, Error> {
             net.set_connection_timeout(secs);
             net.set_tcp_nodelay(true);
             eventloop.set_network_options(net);
-            SessionInner::V311(client, eventloop)
+            SessionInner::V311(client, Box::new(eventloop))
         }
     };
 
@@ -182,7 +182,6 @@ pub async fn connect(spec: &ConnectionSpec) -> Result<Session, Error> {
         deadline,
         timeout: spec.timeout,
     };
-    let classify = |e: &(dyn std::error::Error + 'static)| classify(e, spec);
     let timed_out = || Error::Timeout {
         after: spec.timeout,
         stage: "waiting for CONNACK",
@@ -192,7 +191,7 @@ pub async fn connect(spec: &ConnectionSpec) -> Result<Session, Error> {
             use rumqttc::v5::{mqttbytes::v5::Packet, Event};
             match timeout_at(deadline, eventloop.poll()).await {
                 Err(_) => return Err(timed_out()),
-                Ok(Err(e)) => return Err(classify_v5(e, spec).unwrap_or_else(|e| classify(&e))),
+                Ok(Err(e)) => return Err(classify_v5(e, spec)),
                 Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
                     log::debug!("CONNACK: {:?}", ack.code);
                     break;
@@ -204,7 +203,7 @@ pub async fn connect(spec: &ConnectionSpec) -> Result<Session, Error> {
             use rumqttc::{Event, Packet};
             match timeout_at(deadline, eventloop.poll()).await {
                 Err(_) => return Err(timed_out()),
-                Ok(Err(e)) => return Err(classify_v4(e, spec).unwrap_or_else(|e| classify(&e))),
+                Ok(Err(e)) => return Err(classify_v4(e, spec)),
                 Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
                     log::debug!("CONNACK: {:?}", ack.code);
                     break;
@@ -293,13 +292,10 @@ fn dns_reason(e: &std::io::Error) -> String {
         .unwrap_or(text)
 }
 
-fn classify_v5(
-    e: rumqttc::v5::ConnectionError,
-    spec: &ConnectionSpec,
-) -> Result<Error, rumqttc::v5::ConnectionError> {
+fn classify_v5(e: rumqttc::v5::ConnectionError, spec: &ConnectionSpec) -> Error {
     use rumqttc::v5::mqttbytes::v5::Packet;
     use rumqttc::v5::{ConnectionError as C, StateError as S};
-    Ok(match e {
+    match e {
         C::ConnectionRefused(code) => Error::Refused5 {
             code: v5_code(code),
             reason: String::new(),
@@ -335,16 +331,13 @@ fn classify_v5(
             )),
         },
         C::Websocket(ws) => classify_ws(ws, spec),
-        other => return Err(other),
-    })
+        other => classify(&other, spec),
+    }
 }
 
-fn classify_v4(
-    e: rumqttc::ConnectionError,
-    spec: &ConnectionSpec,
-) -> Result<Error, rumqttc::ConnectionError> {
+fn classify_v4(e: rumqttc::ConnectionError, spec: &ConnectionSpec) -> Error {
     use rumqttc::{ConnectionError as C, StateError as S};
-    Ok(match e {
+    match e {
         C::ConnectionRefused(code) => Error::Refused311 { code: code as u8 },
         C::NetworkTimeout | C::FlushTimeout => Error::Timeout {
             after: spec.timeout,
@@ -359,8 +352,8 @@ fn classify_v4(
             Error::Other(format!("expected CONNACK, the server sent {packet:?}"))
         }
         C::Websocket(ws) => classify_ws(ws, spec),
-        other => return Err(other),
-    })
+        other => classify(&other, spec),
+    }
 }
 
 fn packet_name_v5(p: &rumqttc::v5::mqttbytes::v5::Packet) -> String {
