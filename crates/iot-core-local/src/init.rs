@@ -238,7 +238,8 @@ const HEADER: &str = "\
 # iot-core-local account: what the local endpoint knows, as AWS IoT Core would.
 # Edit it and restart `iot-core-local serve`. Paths are relative to this folder.
 # An authorizer function may also be an external command that gets the Lambda request event
-# on stdin and prints the response, e.g. the example in scripts/example_authorizer.py:
+# on stdin and prints the response, e.g. the example in scripts/example_authorizer.py. The
+# command runs in the folder `serve` was started from: give its files as absolute paths.
 #   [authorizer.function.command]
 #   argv = [\"python3\", \"/path/to/scripts/example_authorizer.py\"]
 

@@ -27,7 +27,7 @@ enum Command {
     /// Create a local account (CAs, certificates, keys, authorizers, access keys, policies) and
     /// print the commands that run every sample against it.
     Init {
-        /// Folder for the account [default: ./local-account].
+        /// Folder for the account.
         #[arg(value_name = "DIR", default_value = "local-account")]
         dir: PathBuf,
         /// Overwrite an existing account in DIR.

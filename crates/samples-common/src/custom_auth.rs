@@ -130,7 +130,9 @@ impl TokenSigner {
                 ))
             }
         }
-        .map_err(|e| FileProblem::UnusableKey(format!("not an RSA key of 2048+ bits ({e})")))?;
+        .map_err(|_| {
+            FileProblem::UnusableKey("it is not an RSA key of 2048 to 8192 bits".into())
+        })?;
         Ok(TokenSigner { key })
     }
 

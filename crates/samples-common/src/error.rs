@@ -68,7 +68,7 @@ pub enum FileProblem {
     NotPem(String),
     #[error("holds no {0}")]
     NothingUsable(&'static str),
-    #[error("holds a key ring cannot use: {0}")]
+    #[error("holds a key that cannot be used: {0}")]
     UnusableKey(String),
 }
 
@@ -247,7 +247,7 @@ fn tls_hint(f: &TlsFailure, mode: AuthMode) -> String {
             AuthMode::Mtls => "check --port: mTLS uses 8883, or 443 with ALPN x-amzn-mqtt-ca".into(),
             _ => "check --port: this mode uses 443 (custom auth is not served on 8883)".into(),
         },
-        TlsFailure::ClientCertRequired => "this port serves only mTLS (8883 does): custom \
+        TlsFailure::ClientCertRequired => "this port serves only mTLS, as 8883 does: custom \
              authentication and WebSockets are served on port 443"
             .into(),
         TlsFailure::Other(_) => "run again with RUST_LOG=debug for the TLS details".into(),
@@ -260,7 +260,7 @@ fn refusal_causes(mode: AuthMode) -> &'static str {
         AuthMode::Mtls => {
             "the certificate's policy does not allow iot:Connect on \
              client/<your client id> (sample policies allow client/test-*), no policy is attached, \
-             or the certificate is not ACTIVE"
+             or the certificate is not registered or not ACTIVE"
         }
         AuthMode::SigV4WebSocket => {
             "the IAM policy of these credentials does not allow \

@@ -112,7 +112,7 @@ pub async fn sigv4_websocket(
         client_cert: None,
         alpn: None,
     })?;
-    let credentials = CredentialSource::load_default_chain().await?;
+    let credentials = CredentialSource::load_default_chain(&region).await?;
     log::info!("signing for region {region}");
     let signer = RequestSigner::new(credentials, region);
     let sign: crate::connect::RequestModifier = Arc::new(move |req| {

@@ -8,7 +8,8 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use aws_config::BehaviorVersion;
+use aws_config::default_provider::credentials::DefaultCredentialsChain;
+use aws_config::Region;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_credential_types::Credentials;
 use aws_sigv4::sign::v4::{calculate_signature, generate_signing_key};
@@ -131,11 +132,14 @@ pub struct CredentialSource {
 
 impl CredentialSource {
     /// Resolve credentials now, failing fast with a clear error when the chain finds none.
-    pub async fn load_default_chain() -> Result<Self, Error> {
-        let config = aws_config::defaults(BehaviorVersion::latest()).load().await;
-        let provider = config.credentials_provider().ok_or_else(|| {
-            Error::NoCredentials("the AWS configuration has no credentials provider".into())
-        })?;
+    /// `region` is the signing region; the chain needs one for SSO and web identity, and given
+    /// it here it does not go looking for one (in IMDS, among others).
+    pub async fn load_default_chain(region: &str) -> Result<Self, Error> {
+        let chain = DefaultCredentialsChain::builder()
+            .region(Region::new(region.to_string()))
+            .build()
+            .await;
+        let provider = SharedCredentialsProvider::new(chain);
         let resolved = provider
             .provide_credentials()
             .await
