@@ -61,6 +61,11 @@ enum Command {
         /// connection as AWS IoT Core does. For debugging.
         #[arg(long)]
         connack_on_v311_reject: bool,
+        /// How long a client may take for each step: the TLS handshake, the WebSocket upgrade
+        /// request, the CONNECT packet.
+        #[arg(long, value_name = "SECONDS", default_value_t = 10,
+              value_parser = clap::value_parser!(u64).range(1..=600))]
+        step_timeout: u64,
     },
 }
 
@@ -115,6 +120,7 @@ fn main() -> ExitCode {
             port_8883,
             upstream,
             connack_on_v311_reject,
+            step_timeout,
         } => {
             let opts = ServeOptions {
                 bind,
@@ -122,6 +128,7 @@ fn main() -> ExitCode {
                 port_8883,
                 upstream,
                 connack_on_v311_reject: connack_on_v311_reject.then_some(true),
+                step_deadline: Some(std::time::Duration::from_secs(step_timeout)),
             };
             serve(dir, opts)
         }

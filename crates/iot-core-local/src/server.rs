@@ -22,12 +22,9 @@ use crate::tls::{route, server_configs, Listener, Route};
 use crate::websocket::{self, NotAnUpgrade};
 use crate::{custom_auth, sigv4};
 
-/// Deadline for the TLS handshake.
-pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
-/// Deadline for the WebSocket upgrade request.
-pub const UPGRADE_DEADLINE: Duration = Duration::from_secs(10);
-/// Deadline for the CONNECT packet.
-pub const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
+/// Default deadline for each step a client must take: the TLS handshake, the WebSocket upgrade
+/// request, and the CONNECT packet.
+pub const STEP_DEADLINE: Duration = Duration::from_secs(10);
 
 /// How to run; what is not here comes from the account's configuration.
 #[derive(Clone, Debug, Default)]
@@ -39,6 +36,9 @@ pub struct ServeOptions {
     pub upstream: Option<String>,
     /// Answer refused MQTT 3.1.1 clients with a CONNACK instead of closing.
     pub connack_on_v311_reject: Option<bool>,
+    /// Deadline for each of the TLS handshake, the upgrade request and CONNECT
+    /// [default: [`STEP_DEADLINE`]].
+    pub step_deadline: Option<Duration>,
 }
 
 /// One authentication decision, as logged.
@@ -129,6 +129,7 @@ impl Sessions {
 }
 
 struct State {
+    step_deadline: Duration,
     sessions: Sessions,
     auth: Authenticator,
     acceptor_443: TlsAcceptor,
@@ -215,6 +216,7 @@ pub async fn start(dir: &Path, opts: &ServeOptions) -> Result<Running, ServeErro
         .connack_on_v311_reject
         .unwrap_or(config.server.connack_on_v311_reject);
     let state = Arc::new(State {
+        step_deadline: opts.step_deadline.unwrap_or(STEP_DEADLINE),
         sessions: Sessions::default(),
         auth: Authenticator {
             config,
@@ -283,7 +285,7 @@ async fn connection(state: Arc<State>, tcp: TcpStream, peer: SocketAddr, which: 
         Listener::Port443 => &state.acceptor_443,
         Listener::Port8883 => &state.acceptor_8883,
     };
-    let tls = match timeout(HANDSHAKE_DEADLINE, acceptor.accept(tcp)).await {
+    let tls = match timeout(state.step_deadline, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             let detail = format!("TLS handshake failed: {e}");
@@ -299,10 +301,15 @@ async fn connection(state: Arc<State>, tcp: TcpStream, peer: SocketAddr, which: 
             return;
         }
         Err(_) => {
-            log::info!(
-                "{peer}: no TLS handshake within {}s, closed",
-                HANDSHAKE_DEADLINE.as_secs()
-            );
+            let detail = format!("no TLS handshake within {:?}", state.step_deadline);
+            state.decide(Decision {
+                peer,
+                listener: which,
+                route: None,
+                client_id: None,
+                allowed: false,
+                detail,
+            });
             return;
         }
     };
@@ -364,7 +371,8 @@ impl Conn<'_> {
         &self,
         mut stream: S,
     ) {
-        let req = match timeout(UPGRADE_DEADLINE, websocket::read_head(&mut stream)).await {
+        let deadline = self.state.step_deadline;
+        let req = match timeout(deadline, websocket::read_head(&mut stream)).await {
             Ok(Ok(req)) => req,
             Ok(Err(e @ websocket::HeadError::NotHttp)) => {
                 self.decide(None, false, e.to_string());
@@ -376,10 +384,10 @@ impl Conn<'_> {
                 return;
             }
             Err(_) => {
-                log::info!(
-                    "{}: no WebSocket upgrade request within {}s",
-                    self.peer,
-                    UPGRADE_DEADLINE.as_secs()
+                self.decide(
+                    None,
+                    false,
+                    format!("no WebSocket upgrade request within {deadline:?}"),
                 );
                 return;
             }
@@ -438,8 +446,9 @@ impl Conn<'_> {
         http: Option<&websocket::Upgrade>,
         sigv4_key: Option<&AccessKey>,
     ) {
+        let deadline = self.state.step_deadline;
         let (connect, raw) = match timeout(
-            CONNECT_DEADLINE,
+            deadline,
             mqtt::read_connect(&mut stream, mqtt::MAX_CONNECT_SIZE),
         )
         .await
@@ -450,11 +459,7 @@ impl Conn<'_> {
                 return;
             }
             Err(_) => {
-                self.decide(
-                    None,
-                    false,
-                    format!("no CONNECT within {}s", CONNECT_DEADLINE.as_secs()),
-                );
+                self.decide(None, false, format!("no CONNECT within {deadline:?}"));
                 return;
             }
         };

@@ -8,44 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use iot_core_local::config::{Authorizer, Config, Function, Status, FILE_NAME};
 use iot_core_local::init::files;
 use iot_core_local::server::ServeOptions;
 use iot_core_local::tls::ALPN_MQTT;
 use rustls::pki_types::pem::PemObject;
 use samples_common::custom_auth::{build_username, TokenSigner, UsernameParts};
-
-/// Add a signing-enabled authorizer whose function is a command that saves the event it gets.
-fn account_with_recording_authorizer(name: &str) -> std::path::PathBuf {
-    let dir = rich_account(name);
-    let mut config = Config::load(&dir).unwrap();
-    let signed = config
-        .authorizers
-        .iter()
-        .find(|a| a.name == "signed-authorizer")
-        .unwrap()
-        .clone();
-    let policy = config.policies["custom-auth-connect"].replace('"', "\\\"");
-    let event = dir.join("event.json");
-    config.authorizers.push(Authorizer {
-        name: "recording-authorizer".into(),
-        status: Status::Active,
-        default: false,
-        function: Function::Command {
-            argv: vec![
-                "sh".into(),
-                "-c".into(),
-                format!(
-                    r#"cat > '{}'; echo '{{"isAuthenticated":true,"principalId":"recorded","policyDocuments":["{policy}"],"disconnectAfterInSeconds":3600,"refreshAfterInSeconds":600}}'"#,
-                    event.display()
-                ),
-            ],
-        },
-        ..signed
-    });
-    std::fs::write(dir.join(FILE_NAME), config.to_toml()).unwrap();
-    dir
-}
 
 #[tokio::test]
 async fn the_function_gets_the_lambda_event_and_only_after_the_signature_verifies() {

@@ -764,3 +764,61 @@ async fn mqtt5_connack_says_maximum_qos_1_and_clamps_keep_alive() {
         assert!(ep.decision().await.allowed);
     }
 }
+
+#[tokio::test]
+async fn clients_that_stall_are_cut_off_at_each_step() {
+    use tokio::io::AsyncReadExt;
+    let dir = rich_account("deadlines");
+    let opts = ServeOptions {
+        step_deadline: Some(Duration::from_millis(300)),
+        ..Default::default()
+    };
+    let mut ep = Endpoint::start_with(&dir, opts).await;
+
+    // TCP only, no TLS ClientHello: closed, and the reason logged.
+    let mut tcp = tokio::net::TcpStream::connect(ep.running.addr_8883)
+        .await
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(TIMEOUT, tcp.read(&mut buf))
+        .await
+        .expect("closed in time");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    assert!(ep
+        .decision()
+        .await
+        .detail
+        .contains("no TLS handshake within 300ms"));
+
+    // TLS done, no CONNECT.
+    let mut tls = mtls(&ep, Port::P8883, device()).connect().await.unwrap();
+    let n = tokio::time::timeout(TIMEOUT, tls.read(&mut buf))
+        .await
+        .expect("closed in time");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    assert!(ep
+        .decision()
+        .await
+        .detail
+        .contains("no CONNECT within 300ms"));
+
+    // TLS for a WebSocket, no upgrade request.
+    let mut tls = TlsClient {
+        endpoint: &ep,
+        port: Port::P443,
+        alpn: None,
+        client_cert: None,
+    }
+    .connect()
+    .await
+    .unwrap();
+    let n = tokio::time::timeout(TIMEOUT, tls.read(&mut buf))
+        .await
+        .expect("closed in time");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    assert!(ep
+        .decision()
+        .await
+        .detail
+        .contains("no WebSocket upgrade request within 300ms"));
+}

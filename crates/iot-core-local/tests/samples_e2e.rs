@@ -645,3 +645,111 @@ async fn no_secret_in_any_output_at_trace_level() {
         let _ = env.ep.decision().await;
     }
 }
+
+/// What the samples put on the wire, as the authorizer function receives it: SNI, the MQTT
+/// username (one `?`, the user's query kept, the signature URL-encoded once, no SDK metrics),
+/// the password, the client id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_samples_send_what_the_reference_says() {
+    let dir = account_with_recording_authorizer("e2e-wire");
+    let mut env = Env {
+        ep: Endpoint::start(&dir).await,
+    };
+    let event_file = dir.join("event.json");
+    let signature = TokenSigner::from_pem_file(&env.ep.file(files::AUTHORIZER_PRIVATE))
+        .unwrap()
+        .sign("allow");
+    let read_event = || -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(&event_file).unwrap()).unwrap()
+    };
+
+    // Direct, MQTT 5, a username that already carries a query.
+    Sample::new("custom-auth-signed")
+        .args([
+            "--authorizer",
+            "recording-authorizer",
+            "--username",
+            "alice?tenant=blue",
+        ])
+        .args(["--password", "pw-123", "--client-id", "test-wire-1"])
+        .args([
+            "--authorizer-token-key-name",
+            "token",
+            "--authorizer-token-key-value",
+            "allow",
+        ])
+        .args([
+            "--authorizer-private-key",
+            &env.path(files::AUTHORIZER_PRIVATE),
+        ])
+        .args(env.common(&env.p443(), "5"))
+        .run()
+        .await
+        .assert_success(SIGNED);
+    env.expect_allowed().await;
+    let e = read_event();
+    let encoded = samples_common::custom_auth::url_encode(&signature);
+    assert_eq!(
+        e["protocolData"]["mqtt"]["username"],
+        format!(
+            "alice?tenant=blue&x-amz-customauthorizer-name=recording-authorizer\
+             &x-amz-customauthorizer-signature={encoded}&token=allow"
+        )
+    );
+    assert_eq!(
+        e["protocolData"]["tls"]["serverName"], "localhost",
+        "SNI is the endpoint"
+    );
+    assert_eq!(e["protocolData"]["mqtt"]["password"], "cHctMTIz"); // base64("pw-123")
+    assert_eq!(e["protocolData"]["mqtt"]["clientId"], "test-wire-1");
+    assert_eq!(e["protocols"], serde_json::json!(["tls", "mqtt"]));
+    assert_eq!(e["signatureVerified"], true);
+
+    // Over WebSocket, MQTT 3.1.1, the signature given pre-encoded: not encoded twice.
+    std::fs::remove_file(&event_file).unwrap();
+    Sample::new("custom-auth-signed")
+        .args([
+            "--authorizer",
+            "recording-authorizer",
+            "--client-id",
+            "test-wire-2",
+            "--websockets",
+        ])
+        .args([
+            "--authorizer-token-key-name",
+            "token",
+            "--authorizer-token-key-value",
+            "allow",
+        ])
+        .args(["--authorizer-signature", &encoded])
+        .args(env.common(&env.p443(), "3.1.1"))
+        .run()
+        .await
+        .assert_success(SIGNED);
+    env.expect_allowed().await;
+    let e = read_event();
+    assert_eq!(
+        e["protocolData"]["mqtt"]["username"],
+        format!("?x-amz-customauthorizer-name=recording-authorizer&x-amz-customauthorizer-signature={encoded}&token=allow")
+    );
+    assert_eq!(e["protocols"], serde_json::json!(["tls", "http", "mqtt"]));
+    let headers = e["protocolData"]["http"]["headers"]
+        .as_object()
+        .expect("the upgrade's headers");
+    let host = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+        .map(|(_, v)| v.clone());
+    let host = host
+        .and_then(|v| v.as_str().map(str::to_string))
+        .expect("a Host header");
+    assert_eq!(
+        host,
+        format!("localhost:{}", env.p443()),
+        "the Host header the sample sent"
+    );
+    assert!(
+        e["protocolData"]["mqtt"].get("password").is_none(),
+        "no password was given"
+    );
+}

@@ -338,3 +338,36 @@ pub fn parse_connack(buf: &[u8]) -> Option<Seen> {
     }
     Some(Seen::ConnAck { code, reason })
 }
+
+/// The rich account plus `recording-authorizer`: signing enabled like `signed-authorizer`, its
+/// function a command that saves the event it gets to `<dir>/event.json` and allows.
+pub fn account_with_recording_authorizer(name: &str) -> std::path::PathBuf {
+    let dir = rich_account(name);
+    let mut config = Config::load(&dir).unwrap();
+    let signed = config
+        .authorizers
+        .iter()
+        .find(|a| a.name == "signed-authorizer")
+        .unwrap()
+        .clone();
+    let policy = config.policies["custom-auth-connect"].replace('"', "\\\"");
+    let event = dir.join("event.json");
+    config.authorizers.push(Authorizer {
+        name: "recording-authorizer".into(),
+        status: Status::Active,
+        default: false,
+        function: Function::Command {
+            argv: vec![
+                "sh".into(),
+                "-c".into(),
+                format!(
+                    r#"cat > '{}'; echo '{{"isAuthenticated":true,"principalId":"recorded","policyDocuments":["{policy}"],"disconnectAfterInSeconds":3600,"refreshAfterInSeconds":600}}'"#,
+                    event.display()
+                ),
+            ],
+        },
+        ..signed
+    });
+    std::fs::write(dir.join(FILE_NAME), config.to_toml()).unwrap();
+    dir
+}
