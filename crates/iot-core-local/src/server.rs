@@ -285,43 +285,8 @@ async fn connection(state: Arc<State>, tcp: TcpStream, peer: SocketAddr, which: 
         Listener::Port443 => &state.acceptor_443,
         Listener::Port8883 => &state.acceptor_8883,
     };
-    let tls = match timeout(state.step_deadline, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            let detail = format!("TLS handshake failed: {e}");
-            let route = None;
-            state.decide(Decision {
-                peer,
-                listener: which,
-                route,
-                client_id: None,
-                allowed: false,
-                detail,
-            });
-            return;
-        }
-        Err(_) => {
-            let detail = format!("no TLS handshake within {:?}", state.step_deadline);
-            state.decide(Decision {
-                peer,
-                listener: which,
-                route: None,
-                client_id: None,
-                allowed: false,
-                detail,
-            });
-            return;
-        }
-    };
-    let (_, session) = tls.get_ref();
-    let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
-    let server_name = session.server_name().map(str::to_string);
-    let peer_certs = session.peer_certificates().map(<[_]>::to_vec);
-    let Some(route) = route(which, alpn.as_deref()) else {
-        let detail = format!(
-            "ALPN {:?} is not served on this listener",
-            alpn.as_deref().map(String::from_utf8_lossy)
-        );
+    // A refusal before the route is known: logged, and the connection dropped.
+    let deny_before_route = |detail: String| {
         state.decide(Decision {
             peer,
             listener: which,
@@ -330,7 +295,22 @@ async fn connection(state: Arc<State>, tcp: TcpStream, peer: SocketAddr, which: 
             allowed: false,
             detail,
         });
-        return;
+    };
+    let tls = match timeout(state.step_deadline, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => return deny_before_route(format!("TLS handshake failed: {e}")),
+        Err(_) => {
+            let detail = format!("no TLS handshake within {:?}", state.step_deadline);
+            return deny_before_route(detail);
+        }
+    };
+    let (_, session) = tls.get_ref();
+    let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
+    let server_name = session.server_name().map(str::to_string);
+    let peer_certs = session.peer_certificates().map(<[_]>::to_vec);
+    let Some(route) = route(which, alpn.as_deref()) else {
+        let alpn = alpn.as_deref().map(String::from_utf8_lossy);
+        return deny_before_route(format!("ALPN {alpn:?} is not served on this listener"));
     };
     let base = Conn {
         state: &state,
