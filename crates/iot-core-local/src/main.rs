@@ -158,6 +158,14 @@ fn serve(dir: PathBuf, opts: ServeOptions) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
+        // Listen for Ctrl-C before saying "ready", so that a stop request is never missed.
+        let stop = match StopSignal::new() {
+            Ok(stop) => stop,
+            Err(e) => {
+                eprintln!("error: cannot listen for Ctrl-C: {e}");
+                return ExitCode::from(1);
+            }
+        };
         let region = Config::load(&dir).map(|c| c.region).unwrap_or_default();
         println!(
             "iot-core-local serving {} ({region})\n  443 listener:  {} (ALPN x-amzn-mqtt-ca: mTLS; mqtt: custom auth; none or http/1.1: WebSocket)\n  8883 listener: {} (mTLS)",
@@ -166,9 +174,42 @@ fn serve(dir: PathBuf, opts: ServeOptions) -> ExitCode {
             running.addr_8883
         );
         println!("ready port_443={} port_8883={}", running.addr_443.port(), running.addr_8883.port());
-        let _ = tokio::signal::ctrl_c().await;
+        stop.wait().await;
         running.shutdown().await;
         println!("stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// Ctrl-C (SIGINT), or SIGTERM on Unix, registered when created.
+struct StopSignal {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignal {
+    fn new() -> std::io::Result<StopSignal> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(StopSignal {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(StopSignal {})
+    }
+
+    async fn wait(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
