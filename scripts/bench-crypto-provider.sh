@@ -17,13 +17,9 @@ ring_bin="$target/release/mtls-connect"
 lc_bin="$alt/release/mtls-connect"
 
 account="$target/bench-account"
-"$target/release/iot-core-local" init --force "$account" >/dev/null
-ready="$(mktemp)"
-RUST_LOG=warn "$target/release/iot-core-local" serve --dir "$account" --port-443 0 --port-8883 0 >"$ready" &
-server=$!
-trap 'kill -INT $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -f "$ready"' EXIT
-for _ in $(seq 1 100); do grep -q '^ready ' "$ready" && break; sleep 0.1; done
-p8883="$(sed -n 's/^ready port_443=[0-9]* port_8883=//p' "$ready")"
+# shellcheck source=lib/endpoint.sh
+. "$repo/scripts/lib/endpoint.sh"
+RUST_LOG=warn start_endpoint "$target/release/iot-core-local" "$account" "$target/bench-endpoint.log"
 args=(--cert "$account/device.pem" --key "$account/device.key" --ca-file "$account/server-ca.pem" --port "$p8883" localhost)
 "$ring_bin" "${args[@]}" >/dev/null && "$lc_bin" "${args[@]}" >/dev/null
 

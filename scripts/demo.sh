@@ -13,26 +13,10 @@ log="${CARGO_TARGET_DIR:-$repo/target}/demo-endpoint.log"
 echo "==> Building the workspace (cargo build --workspace)"
 cargo build --workspace
 
-echo "==> Creating a local account in $account"
-"$profile_dir/iot-core-local" init --force "$account" >/dev/null
-
-echo "==> Starting iot-core-local (log: $log)"
-ready="$(mktemp)"
-RUST_LOG=info "$profile_dir/iot-core-local" serve --dir "$account" --port-443 0 --port-8883 0 >"$ready" 2>"$log" &
-server=$!
-cleanup() {
-  kill -INT "$server" 2>/dev/null || true
-  wait "$server" 2>/dev/null || true
-  rm -f "$ready"
-}
-trap cleanup EXIT
-for _ in $(seq 1 100); do
-  grep -q '^ready ' "$ready" && break
-  kill -0 "$server" 2>/dev/null || { echo "iot-core-local did not start:"; cat "$log"; exit 1; }
-  sleep 0.1
-done
-read -r _ p443 p8883 < <(grep '^ready ' "$ready" | sed 's/port_443=//; s/port_8883=//')
-[ -n "${p8883:-}" ] || { echo "iot-core-local did not report its ports:"; cat "$log"; exit 1; }
+echo "==> Creating a local account in $account and starting iot-core-local (log: $log)"
+# shellcheck source=lib/endpoint.sh
+. "$repo/scripts/lib/endpoint.sh"
+start_endpoint "$profile_dir/iot-core-local" "$account" "$log"
 echo "    443 listener on port $p443, 8883 listener on port $p8883"
 echo
 
