@@ -123,14 +123,14 @@ impl Sample {
     /// Prefix the command with `unshare -n`: a network namespace with nothing in it, so that a
     /// name lookup fails without any packet leaving this machine.
     fn isolated(name: &str) -> Sample {
-        let mut s = Sample::new("unshare");
-        s.cmd = tokio::process::Command::new("unshare");
-        s.cmd
-            .env_clear()
+        let mut cmd = tokio::process::Command::new("unshare");
+        cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .arg("-n")
-            .arg(bin_dir().join(name));
-        s
+            .arg(bin_dir().join(name))
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        Sample { cmd }
     }
 
     fn args<I: IntoIterator<Item = S>, S: AsRef<std::ffi::OsStr>>(mut self, args: I) -> Self {
