@@ -3,7 +3,7 @@
 //! authenticate + authorize -> bridge to the broker, or refuse as IoT Core does.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -143,7 +143,6 @@ struct State {
 pub struct Running {
     pub addr_443: SocketAddr,
     pub addr_8883: SocketAddr,
-    pub dir: PathBuf,
     decisions: broadcast::Sender<Decision>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -242,7 +241,6 @@ pub async fn start(dir: &Path, opts: &ServeOptions) -> Result<Running, ServeErro
     Ok(Running {
         addr_443,
         addr_8883,
-        dir: dir.to_path_buf(),
         decisions,
         stop,
         tasks,
