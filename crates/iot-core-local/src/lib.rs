@@ -22,6 +22,7 @@ pub mod broker;
 pub mod config;
 pub mod custom_auth;
 pub mod init;
+pub mod logsafe;
 pub mod mqtt;
 pub mod mtls;
 pub mod policy;
