@@ -10,8 +10,16 @@ profile_dir="${CARGO_TARGET_DIR:-$repo/target}/debug"
 account="${CARGO_TARGET_DIR:-$repo/target}/demo-account"
 log="${CARGO_TARGET_DIR:-$repo/target}/demo-endpoint.log"
 
-echo "==> Building the workspace (cargo build --workspace)"
-cargo build --workspace
+# Build exactly what the other commands a newcomer runs will want, so that none of them compiles
+# again: `cargo test --workspace` (the tests, and the sample binaries its end-to-end tests run,
+# are one feature set: --workspace --all-targets), and `cargo run -p <sample>` for each sample and
+# for iot-core-local (each package alone is another feature set, one cargo invocation per package).
+echo "==> Building the workspace and its tests (cargo build --workspace --all-targets)"
+cargo build --workspace --all-targets
+echo "==> Building each package as 'cargo run -p <package>' will (cargo build -p <package>)"
+for package in iot-core-local mtls-connect websocket-connect custom-auth-unsigned custom-auth-signed; do
+  cargo build -p "$package"
+done
 
 echo "==> Creating a local account in $account and starting iot-core-local (log: $log)"
 # shellcheck source=lib/endpoint.sh
