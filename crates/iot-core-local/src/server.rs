@@ -268,7 +268,13 @@ pub async fn start(dir: &Path, opts: &ServeOptions) -> Result<Running, ServeErro
             Listener::Port443,
             stopped.clone(),
         )),
-        tokio::spawn(accept_loop(state, l8883, Listener::Port8883, stopped)),
+        tokio::spawn(accept_loop(
+            state.clone(),
+            l8883,
+            Listener::Port8883,
+            stopped.clone(),
+        )),
+        tokio::spawn(flush_counted_logs(state, stopped)),
     ];
     Ok(Running {
         addr_443,
@@ -300,11 +306,7 @@ async fn accept_loop(
                     // Closed before TLS: the client sees its connection end at once.
                     drop(tcp);
                     if let Some(n) = state.refused.note() {
-                        log::warn!(
-                            "refused {n} connection(s) since the last line: {} connections are \
-                             already waiting to authenticate (--max-pending)",
-                            state.max_pending
-                        );
+                        state.log_refused(n);
                     }
                     continue;
                 };
@@ -327,6 +329,25 @@ async fn accept_loop(
                     _ = tokio::time::sleep(pause) => {}
                 }
             }
+        }
+    }
+}
+
+/// Once a second, log the events [`Throttled`] held back, so that the count of a burst that
+/// ended is not left unsaid.
+async fn flush_counted_logs(state: Arc<State>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(LOG_EVERY);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = tick.tick() => {}
+        }
+        let now = Instant::now();
+        if let Some(n) = state.refused.held_at(now) {
+            state.log_refused(n);
+        }
+        if let Some(n) = state.accept_failures.held_at(now) {
+            log::warn!("accept failed {n} more time(s) since the last line");
         }
     }
 }
@@ -377,6 +398,17 @@ impl Throttled {
         self.note_at(Instant::now())
     }
 
+    /// The events held back, if there are any and a line is due.
+    fn held_at(&self, now: Instant) -> Option<u64> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (count, last) = &mut *inner;
+        if *count == 0 || last.is_some_and(|t| now.duration_since(t) < LOG_EVERY) {
+            return None;
+        }
+        *last = Some(now);
+        Some(std::mem::take(count))
+    }
+
     fn note_at(&self, now: Instant) -> Option<u64> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let (count, last) = &mut *inner;
@@ -390,6 +422,14 @@ impl Throttled {
 }
 
 impl State {
+    fn log_refused(&self, n: u64) {
+        log::warn!(
+            "refused {n} connection(s) since the last line: {} connections are already waiting \
+             to authenticate (--max-pending)",
+            self.max_pending
+        );
+    }
+
     fn decide(&self, d: Decision) {
         log::info!("{d}");
         let _ = self.decisions.send(d);
@@ -707,6 +747,15 @@ mod tests {
         assert_eq!(t.note_at(at(1000)), Some(3), "the held-back ones counted");
         assert_eq!(t.note_at(at(1500)), None);
         assert_eq!(t.note_at(at(2600)), Some(2));
+        assert_eq!(t.held_at(at(2700)), None, "nothing held");
+        assert_eq!(t.note_at(at(2800)), None);
+        assert_eq!(t.held_at(at(3000)), None, "not due yet");
+        assert_eq!(
+            t.held_at(at(3600)),
+            Some(1),
+            "the end of a burst is logged too"
+        );
+        assert_eq!(t.held_at(at(4700)), None);
     }
 
     #[test]
