@@ -69,13 +69,23 @@ pub struct ServerConfig {
     /// AWS IoT Core closes.
     #[serde(default)]
     pub connack_on_v311_reject: bool,
+    /// Most connections accepted but not yet authenticated (TLS, upgrade, CONNECT, authorizer);
+    /// more are closed as soon as they are accepted.
+    #[serde(default = "default_max_pending")]
+    pub max_pending_connections: usize,
 }
+
+/// Default of `max_pending_connections`.
+pub const DEFAULT_MAX_PENDING: usize = 512;
 
 fn default_skew() -> u64 {
     300
 }
 fn default_authorizer_timeout() -> u64 {
     5000
+}
+fn default_max_pending() -> usize {
+    DEFAULT_MAX_PENDING
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -166,6 +166,7 @@ pub fn init(opts: &InitOptions) -> Result<Config, InitError> {
             clock_skew_seconds: 300,
             authorizer_timeout_ms: 5000,
             connack_on_v311_reject: false,
+            max_pending_connections: crate::config::DEFAULT_MAX_PENDING,
         },
         ca_certificates: vec![CaCertificate {
             id: "device-ca".into(),

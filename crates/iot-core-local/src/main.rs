@@ -1,5 +1,6 @@
 //! The `iot-core-local` command: `init` creates a local account, `serve` runs the endpoint.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,6 +67,10 @@ enum Command {
         #[arg(long, value_name = "SECONDS", default_value_t = 10,
               value_parser = clap::value_parser!(u64).range(1..=600))]
         step_timeout: u64,
+        /// Most connections accepted but not yet authenticated; more are closed as soon as
+        /// they are accepted [default: from the account, 512].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        max_pending: Option<u64>,
     },
 }
 
@@ -80,7 +85,21 @@ fn main() -> ExitCode {
     if !filter.contains("rumqttd") {
         filter = format!("{filter},{QUIET_BROKER}");
     }
-    env_logger::Builder::new().parse_filters(&filter).init();
+    env_logger::Builder::new()
+        .parse_filters(&filter)
+        .format(|buf, record| {
+            use std::io::Write;
+            let style = buf.default_level_style(record.level());
+            writeln!(
+                buf,
+                "[{} {style}{:<5}{style:#} {}] {}",
+                buf.timestamp(),
+                record.level(),
+                record.target(),
+                OneLine(&record.args().to_string())
+            )
+        })
+        .init();
     match cli.command {
         Command::Init {
             dir,
@@ -121,6 +140,7 @@ fn main() -> ExitCode {
             upstream,
             connack_on_v311_reject,
             step_timeout,
+            max_pending,
         } => {
             let opts = ServeOptions {
                 bind,
@@ -129,6 +149,7 @@ fn main() -> ExitCode {
                 upstream,
                 connack_on_v311_reject: connack_on_v311_reject.then_some(true),
                 step_deadline: Some(std::time::Duration::from_secs(step_timeout)),
+                max_pending: max_pending.and_then(|n| usize::try_from(n).ok()),
             };
             serve(dir, opts)
         }
@@ -181,6 +202,25 @@ fn serve(dir: PathBuf, opts: ServeOptions) -> ExitCode {
     })
 }
 
+/// A log message kept on one line. Client text is escaped where it is formatted
+/// ([`iot_core_local::logsafe`]); this is the backstop for any that was not, and for other
+/// crates' messages: a control character is written as its escape (`\n`, `\u{1b}`), so no record
+/// can start a forged line. Idempotent on escaped text, which holds no control characters.
+struct OneLine<'a>(&'a str);
+
+impl std::fmt::Display for OneLine<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for c in self.0.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Ctrl-C (SIGINT), or SIGTERM on Unix, registered when created.
 struct StopSignal {
     #[cfg(unix)]
@@ -211,5 +251,22 @@ impl StopSignal {
         }
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OneLine;
+
+    #[test]
+    fn a_log_message_stays_on_one_line() {
+        let forged = "client 'a\n127.0.0.1:1 [443 mtls]: allowed: FORGED'\r\u{1b}[2K";
+        let line = OneLine(forged).to_string();
+        assert_eq!(
+            line,
+            "client 'a\\n127.0.0.1:1 [443 mtls]: allowed: FORGED'\\r\\u{1b}[2K"
+        );
+        // Already escaped text is left as it is.
+        assert_eq!(OneLine(&line).to_string(), line);
     }
 }

@@ -5,17 +5,19 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::{reason, Authenticator, Context, Outcome};
 use crate::broker::{self, Upstream};
 use crate::config::{AccessKey, Config};
+use crate::logsafe::escaped;
 use crate::mqtt::{self, Version};
 use crate::mtls::Registry;
 use crate::tls::{route, server_configs, Listener, Route};
@@ -25,6 +27,15 @@ use crate::{custom_auth, sigv4};
 /// Default deadline for each step a client must take: the TLS handshake, the WebSocket upgrade
 /// request, and the CONNECT packet.
 pub const STEP_DEADLINE: Duration = Duration::from_secs(10);
+
+/// First pause after an accept fails for lack of resources (descriptors, buffers, memory); it
+/// doubles with each failure in a row, up to [`ACCEPT_BACKOFF_MAX`].
+pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest pause between accepts that fail.
+pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// At most one log line per this interval for a repeated event (refusals over the cap, accept
+/// failures), with the count since the previous line.
+const LOG_EVERY: Duration = Duration::from_secs(1);
 
 /// How to run; what is not here comes from the account's configuration.
 #[derive(Clone, Debug, Default)]
@@ -39,9 +50,16 @@ pub struct ServeOptions {
     /// Deadline for each of the TLS handshake, the upgrade request and CONNECT
     /// [default: [`STEP_DEADLINE`]].
     pub step_deadline: Option<Duration>,
+    /// Most connections accepted but not yet authenticated; more are closed as soon as they are
+    /// accepted [default: from the account, `max_pending_connections`].
+    pub max_pending: Option<usize>,
 }
 
 /// One authentication decision, as logged.
+///
+/// `client_id` and `detail` hold the client's text as it came (a client id, an authorizer name, a
+/// path, an access key id); `Display` escapes their control characters (see [`crate::logsafe`]),
+/// so a decision always logs as one line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
     pub peer: SocketAddr,
@@ -65,10 +83,10 @@ impl std::fmt::Display for Decision {
         }
         write!(f, "]")?;
         if let Some(id) = &self.client_id {
-            write!(f, " client '{id}'")?;
+            write!(f, " client '{}'", escaped(id))?;
         }
         let verdict = if self.allowed { "allowed" } else { "denied" };
-        write!(f, ": {verdict}: {}", self.detail)
+        write!(f, ": {verdict}: {}", escaped(&self.detail))
     }
 }
 
@@ -137,6 +155,13 @@ struct State {
     upstream: Upstream,
     connack_on_v311_reject: bool,
     decisions: broadcast::Sender<Decision>,
+    /// One permit per connection accepted and not yet authenticated.
+    pending: Arc<Semaphore>,
+    max_pending: usize,
+    /// Connections closed at accept because `pending` had no permit left.
+    refused: Throttled,
+    /// Accepts that failed for lack of resources.
+    accept_failures: Throttled,
 }
 
 /// A running endpoint.
@@ -214,6 +239,9 @@ pub async fn start(dir: &Path, opts: &ServeOptions) -> Result<Running, ServeErro
     let connack_on_v311_reject = opts
         .connack_on_v311_reject
         .unwrap_or(config.server.connack_on_v311_reject);
+    let max_pending = opts
+        .max_pending
+        .unwrap_or(config.server.max_pending_connections);
     let state = Arc::new(State {
         step_deadline: opts.step_deadline.unwrap_or(STEP_DEADLINE),
         sessions: Sessions::default(),
@@ -227,6 +255,10 @@ pub async fn start(dir: &Path, opts: &ServeOptions) -> Result<Running, ServeErro
         upstream,
         connack_on_v311_reject,
         decisions: decisions.clone(),
+        pending: Arc::new(Semaphore::new(max_pending)),
+        max_pending,
+        refused: Throttled::default(),
+        accept_failures: Throttled::default(),
     });
     let (stop, stopped) = watch::channel(false);
     let tasks = vec![
@@ -236,7 +268,13 @@ pub async fn start(dir: &Path, opts: &ServeOptions) -> Result<Running, ServeErro
             Listener::Port443,
             stopped.clone(),
         )),
-        tokio::spawn(accept_loop(state, l8883, Listener::Port8883, stopped)),
+        tokio::spawn(accept_loop(
+            state.clone(),
+            l8883,
+            Listener::Port8883,
+            stopped.clone(),
+        )),
+        tokio::spawn(flush_counted_logs(state, stopped)),
     ];
     Ok(Running {
         addr_443,
@@ -247,37 +285,167 @@ pub async fn start(dir: &Path, opts: &ServeOptions) -> Result<Running, ServeErro
     })
 }
 
+/// Accept connections until `stop`. Each one takes a permit of `state.pending` (closed at once
+/// when none is left) and runs in its own task; accepts that fail for lack of resources back off.
 async fn accept_loop(
     state: Arc<State>,
     listener: TcpListener,
     which: Listener,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut backoff = Backoff::default();
     loop {
-        tokio::select! {
+        let accepted = tokio::select! {
             _ = stop.changed() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    let state = state.clone();
-                    tokio::spawn(async move { connection(state, tcp, peer, which).await });
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                backoff.reset();
+                let Ok(permit) = state.pending.clone().try_acquire_owned() else {
+                    // Closed before TLS: the client sees its connection end at once.
+                    drop(tcp);
+                    if let Some(n) = state.refused.note() {
+                        state.log_refused(n);
+                    }
+                    continue;
+                };
+                let state = state.clone();
+                tokio::spawn(async move { connection(state, tcp, peer, which, permit).await });
+            }
+            Err(e) if is_per_connection(&e) => {
+                log::debug!("accept: a connection failed before it was accepted: {e}");
+            }
+            Err(e) => {
+                let pause = backoff.next();
+                if let Some(n) = state.accept_failures.note() {
+                    log::warn!(
+                        "accept failed {n} time(s) since the last line: {e}; \
+                         retrying in {pause:?}"
+                    );
                 }
-                Err(e) => {
-                    log::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::select! {
+                    _ = stop.changed() => break,
+                    _ = tokio::time::sleep(pause) => {}
                 }
-            },
+            }
         }
     }
 }
 
+/// Once a second, log the events [`Throttled`] held back, so that the count of a burst that
+/// ended is not left unsaid.
+async fn flush_counted_logs(state: Arc<State>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(LOG_EVERY);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = tick.tick() => {}
+        }
+        let now = Instant::now();
+        if let Some(n) = state.refused.held_at(now) {
+            state.log_refused(n);
+        }
+        if let Some(n) = state.accept_failures.held_at(now) {
+            log::warn!("accept failed {n} more time(s) since the last line");
+        }
+    }
+}
+
+/// An accept error that concerns only the connection being accepted (it was reset or aborted
+/// while queued), not the listener: the next accept may succeed at once.
+fn is_per_connection(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::ConnectionAborted | K::ConnectionReset | K::Interrupted | K::WouldBlock
+    )
+}
+
+/// The pause after each accept failure in a row: [`ACCEPT_BACKOFF_MIN`], doubling up to
+/// [`ACCEPT_BACKOFF_MAX`].
+#[derive(Default)]
+struct Backoff {
+    current: Option<Duration>,
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let pause = match self.current {
+            None => ACCEPT_BACKOFF_MIN,
+            Some(d) => (d * 2).min(ACCEPT_BACKOFF_MAX),
+        };
+        self.current = Some(pause);
+        pause
+    }
+
+    fn reset(&mut self) {
+        self.current = None;
+    }
+}
+
+/// Counts a repeated event and lets a log line through at most once per [`LOG_EVERY`].
+#[derive(Default)]
+struct Throttled {
+    /// Events since the last line, and when that line was written.
+    inner: Mutex<(u64, Option<Instant>)>,
+}
+
+impl Throttled {
+    /// Count one event. When a line is due, returns how many events it reports (this one and
+    /// those held back since the previous line).
+    fn note(&self) -> Option<u64> {
+        self.note_at(Instant::now())
+    }
+
+    /// The events held back, if there are any and a line is due.
+    fn held_at(&self, now: Instant) -> Option<u64> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (count, last) = &mut *inner;
+        if *count == 0 || last.is_some_and(|t| now.duration_since(t) < LOG_EVERY) {
+            return None;
+        }
+        *last = Some(now);
+        Some(std::mem::take(count))
+    }
+
+    fn note_at(&self, now: Instant) -> Option<u64> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (count, last) = &mut *inner;
+        *count += 1;
+        if last.is_some_and(|t| now.duration_since(t) < LOG_EVERY) {
+            return None;
+        }
+        *last = Some(now);
+        Some(std::mem::take(count))
+    }
+}
+
 impl State {
+    fn log_refused(&self, n: u64) {
+        log::warn!(
+            "refused {n} connection(s) since the last line: {} connections are already waiting \
+             to authenticate (--max-pending)",
+            self.max_pending
+        );
+    }
+
     fn decide(&self, d: Decision) {
         log::info!("{d}");
         let _ = self.decisions.send(d);
     }
 }
 
-async fn connection(state: Arc<State>, tcp: TcpStream, peer: SocketAddr, which: Listener) {
+/// One connection, from accept to the end. `permit` counts it as pending until it is decided
+/// (see [`Conn::decide`]); it goes back when this function returns, whatever the path.
+async fn connection(
+    state: Arc<State>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    which: Listener,
+    permit: OwnedSemaphorePermit,
+) {
+    let pending = Pending(Mutex::new(Some(permit)));
     let _ = tcp.set_nodelay(true);
     let acceptor = match which {
         Listener::Port443 => &state.acceptor_443,
@@ -307,8 +475,8 @@ async fn connection(state: Arc<State>, tcp: TcpStream, peer: SocketAddr, which: 
     let server_name = session.server_name().map(str::to_string);
     let peer_certs = session.peer_certificates().map(<[_]>::to_vec);
     let Some(route) = route(which, alpn.as_deref()) else {
-        let alpn = alpn.as_deref().map(String::from_utf8_lossy);
-        return deny_before_route(format!("ALPN {alpn:?} is not served on this listener"));
+        let alpn = String::from_utf8_lossy(alpn.as_deref().unwrap_or_default());
+        return deny_before_route(format!("ALPN '{alpn}' is not served on this listener"));
     };
     let base = Conn {
         state: &state,
@@ -316,6 +484,7 @@ async fn connection(state: Arc<State>, tcp: TcpStream, peer: SocketAddr, which: 
         listener: which,
         route,
         server_name: server_name.as_deref(),
+        pending: &pending,
     };
     match route {
         Route::Mtls | Route::CustomAuth => {
@@ -325,16 +494,29 @@ async fn connection(state: Arc<State>, tcp: TcpStream, peer: SocketAddr, which: 
     }
 }
 
+/// The permit that counts a connection as not yet authenticated, until [`Pending::end`].
+struct Pending(Mutex<Option<OwnedSemaphorePermit>>);
+
+impl Pending {
+    fn end(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
 struct Conn<'a> {
     state: &'a State,
     peer: SocketAddr,
     listener: Listener,
     route: Route,
     server_name: Option<&'a str>,
+    pending: &'a Pending,
 }
 
 impl Conn<'_> {
+    /// Log a decision. The connection is no longer pending: allowed, the broker takes it;
+    /// denied, it is about to close.
     fn decide(&self, client_id: Option<String>, allowed: bool, detail: String) {
+        self.pending.end();
         self.state.decide(Decision {
             peer: self.peer,
             listener: self.listener,
@@ -350,8 +532,8 @@ impl Conn<'_> {
         mut stream: S,
     ) {
         let deadline = self.state.step_deadline;
-        let req = match timeout(deadline, websocket::read_head(&mut stream)).await {
-            Ok(Ok(req)) => req,
+        let (req, rest) = match timeout(deadline, websocket::read_head(&mut stream)).await {
+            Ok(Ok(head)) => head,
             Ok(Err(e @ websocket::HeadError::NotHttp)) => {
                 self.decide(None, false, e.to_string());
                 return;
@@ -407,7 +589,7 @@ impl Conn<'_> {
                 }
             }
         }
-        let ws = match websocket::accept(stream, &req, &key).await {
+        let ws = match websocket::accept(stream, &req, &key, rest).await {
             Ok(ws) => ws,
             Err(e) => {
                 log::info!("{}: WebSocket upgrade failed: {e}", self.peer);
@@ -538,5 +720,69 @@ fn http_message(denial: &sigv4::Denial) -> String {
         }
         D::WrongRegion { .. } => "Credential should be scoped to a valid region.".into(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_backoff_doubles_to_a_second_and_starts_again_after_a_success() {
+        let mut b = Backoff::default();
+        let pauses: Vec<u64> = (0..6).map(|_| b.next().as_millis() as u64).collect();
+        assert_eq!(pauses, [100, 200, 400, 800, 1000, 1000]);
+        b.reset();
+        assert_eq!(b.next(), ACCEPT_BACKOFF_MIN);
+    }
+
+    #[test]
+    fn a_repeated_event_is_logged_once_a_second_with_its_count() {
+        let t = Throttled::default();
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        assert_eq!(t.note_at(at(0)), Some(1), "the first one at once");
+        assert_eq!(t.note_at(at(10)), None);
+        assert_eq!(t.note_at(at(999)), None);
+        assert_eq!(t.note_at(at(1000)), Some(3), "the held-back ones counted");
+        assert_eq!(t.note_at(at(1500)), None);
+        assert_eq!(t.note_at(at(2600)), Some(2));
+        assert_eq!(t.held_at(at(2700)), None, "nothing held");
+        assert_eq!(t.note_at(at(2800)), None);
+        assert_eq!(t.held_at(at(3000)), None, "not due yet");
+        assert_eq!(
+            t.held_at(at(3600)),
+            Some(1),
+            "the end of a burst is logged too"
+        );
+        assert_eq!(t.held_at(at(4700)), None);
+    }
+
+    #[test]
+    fn per_connection_accept_errors_are_told_from_resource_errors() {
+        use std::io::{Error, ErrorKind};
+        assert!(is_per_connection(&Error::from(
+            ErrorKind::ConnectionAborted
+        )));
+        assert!(!is_per_connection(&Error::from_raw_os_error(24))); // EMFILE
+        assert!(!is_per_connection(&Error::from_raw_os_error(23))); // ENFILE
+        assert!(!is_per_connection(&Error::from(ErrorKind::OutOfMemory)));
+    }
+
+    #[test]
+    fn a_decision_logs_as_one_line_whatever_the_client_sent() {
+        let d = Decision {
+            peer: "127.0.0.1:1".parse().unwrap(),
+            listener: Listener::Port443,
+            route: Some(Route::CustomAuth),
+            client_id: Some("test-a\nforged".into()),
+            allowed: false,
+            detail: "no authorizer named 'evil\r\nx: allowed: FORGED'".into(),
+        };
+        assert_eq!(
+            d.to_string(),
+            "127.0.0.1:1 [443 custom-auth] client 'test-a\\nforged': denied: \
+             no authorizer named 'evil\\r\\nx: allowed: FORGED'"
+        );
     }
 }

@@ -5,15 +5,51 @@
 //! `x-amzn-ErrorType: ForbiddenException:` and a JSON `{"message": ...}` body) or upgraded. A
 //! custom-authorizer WebSocket is upgraded and decided at CONNECT, with the upgrade's headers and
 //! query as extra sources of credentials.
+//!
+//! The upgrade happens before authentication, so the WebSocket is bounded from its first byte:
+//! see [`MAX_MESSAGE`] and [`config`]. Bytes the client sent after the request head (a client
+//! may write its first frame together with the request) are kept and read as the WebSocket's
+//! first bytes.
 
 use async_tungstenite::tokio::TokioAdapter;
 use async_tungstenite::WebSocketStream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tungstenite::protocol::Role;
+use tungstenite::protocol::{Role, WebSocketConfig};
 use ws_stream_tungstenite::WsStream;
 
 /// Largest request head accepted.
 pub const MAX_HEAD: usize = 16 * 1024;
+
+/// Largest WebSocket message, and largest frame, accepted from a client: 256 KiB.
+///
+/// IoT Core's largest MQTT packet is its 128 KB payload plus the topic (256 bytes) and MQTT 5
+/// properties; a quota of 146 KB (149,504 bytes) is cited for the whole packet. 256 KiB takes
+/// such a packet whole, with room for a client that writes a few packets in one message, and
+/// bounds what a client can make the server hold before CONNECT to about 256 KiB per connection
+/// instead of tungstenite's 64 MiB. A frame or a message (all its fragments together) over
+/// the limit ends the connection.
+pub const MAX_MESSAGE: usize = 256 * 1024;
+
+// IoT Core's largest packet fits in one message.
+const _: () = assert!(MAX_MESSAGE >= 149_504);
+
+/// Bytes read from the socket at a time (tungstenite allocates this per connection up front).
+const READ_BUFFER: usize = 16 * 1024;
+
+/// Bytes gathered before a write goes to the socket (a flush always writes everything).
+const WRITE_BUFFER: usize = 16 * 1024;
+
+/// The limits of every WebSocket this server accepts.
+pub fn config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE))
+        .write_buffer_size(WRITE_BUFFER)
+        // The write buffer only grows past WRITE_BUFFER while the socket refuses bytes; one
+        // more message of ours on top of it is the most it may hold.
+        .max_write_buffer_size(WRITE_BUFFER + MAX_MESSAGE)
+}
 
 /// The parsed upgrade request.
 #[derive(Clone, Debug, Default)]
@@ -47,10 +83,15 @@ pub enum HeadError {
     NotHttp,
 }
 
-/// Read and parse the HTTP request head.
-pub async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Upgrade, HeadError> {
+/// Read and parse the HTTP request head. Also returns what the client sent after the head in the
+/// same reads: the start of the WebSocket, for [`accept`]. (Not part of [`Upgrade`], whose
+/// `Debug` must not show a CONNECT's password.)
+pub async fn read_head<S: AsyncRead + Unpin>(
+    stream: &mut S,
+) -> Result<(Upgrade, Vec<u8>), HeadError> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
+    let rest;
     loop {
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
@@ -61,7 +102,7 @@ pub async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Upgrade, 
             return Err(HeadError::NotHttp);
         }
         if let Some(end) = find_head_end(&buf) {
-            buf.truncate(end);
+            rest = buf.split_off(end);
             break;
         }
         if buf.len() > MAX_HEAD {
@@ -79,7 +120,7 @@ pub async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Upgrade, 
     }
     let target = req.path.unwrap_or("/");
     let (path, raw_query) = target.split_once('?').unwrap_or((target, ""));
-    Ok(Upgrade {
+    let request = Upgrade {
         method: req.method.unwrap_or("").to_string(),
         path: path.to_string(),
         raw_query: raw_query.to_string(),
@@ -93,7 +134,8 @@ pub async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Upgrade, 
                 )
             })
             .collect(),
-    })
+    };
+    Ok((request, rest))
 }
 
 fn find_head_end(buf: &[u8]) -> Option<usize> {
@@ -156,11 +198,13 @@ pub async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, status: u16, message:
 }
 
 /// Accept the upgrade (101, subprotocol `mqtt`) and return a byte stream over the WebSocket's
-/// binary messages.
+/// binary messages, bounded by [`config`], starting with `rest`, the bytes the client sent
+/// after the request head.
 pub async fn accept<S>(
     mut stream: S,
     req: &Upgrade,
     key: &str,
+    rest: Vec<u8>,
 ) -> std::io::Result<WsStream<TokioAdapter<S>>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static,
@@ -176,7 +220,13 @@ where
     );
     stream.write_all(response.as_bytes()).await?;
     stream.flush().await?;
-    let ws = WebSocketStream::from_raw_socket(TokioAdapter::new(stream), Role::Server, None).await;
+    let ws = WebSocketStream::from_partially_read(
+        TokioAdapter::new(stream),
+        rest,
+        Role::Server,
+        Some(config()),
+    )
+    .await;
     Ok(WsStream::new(ws))
 }
 
@@ -188,12 +238,31 @@ mod tests {
     async fn head_is_parsed_with_query_and_headers() {
         let raw = b"GET /mqtt?X-Amz-Date=1&a=b HTTP/1.1\r\nHost: localhost:8443\r\nUpgrade: websocket\r\n\
                     Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
-        let req = read_head(&mut &raw[..]).await.unwrap();
+        let (req, rest) = read_head(&mut &raw[..]).await.unwrap();
+        assert!(rest.is_empty());
         assert_eq!(req.method, "GET");
         assert_eq!(req.path, "/mqtt");
         assert_eq!(req.raw_query, "X-Amz-Date=1&a=b");
         assert_eq!(req.header("HOST"), Some("localhost:8443"));
         assert_eq!(check_upgrade(&req), Ok("dGhlIHNhbXBsZSBub25jZQ=="));
+    }
+
+    #[tokio::test]
+    async fn bytes_after_the_head_are_kept_for_the_websocket() {
+        let raw = b"GET /mqtt HTTP/1.1\r\nHost: h\r\n\r\n\x82\x85first-frame";
+        let (req, rest) = read_head(&mut &raw[..]).await.unwrap();
+        assert_eq!(req.path, "/mqtt");
+        assert_eq!(req.header("host"), Some("h"));
+        assert_eq!(rest, b"\x82\x85first-frame");
+    }
+
+    #[test]
+    fn the_limits_bound_frames_messages_and_buffers() {
+        let c = config();
+        assert_eq!(c.max_message_size, Some(MAX_MESSAGE));
+        assert_eq!(c.max_frame_size, Some(MAX_MESSAGE));
+        assert_eq!(c.read_buffer_size, READ_BUFFER);
+        assert_eq!(c.max_write_buffer_size, WRITE_BUFFER + MAX_MESSAGE);
     }
 
     #[tokio::test]
