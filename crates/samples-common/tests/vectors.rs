@@ -1,7 +1,6 @@
 //! Token signing and SigV4 presigning checked against vectors made by independent
 //! implementations (openssl, the AWS CRT signer) in `../shared/vectors/`.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use samples_common::custom_auth::{build_username, url_encode, TokenSigner, UsernameParts};
@@ -81,6 +80,7 @@ mod sigv4 {
     use super::*;
     use aws_credential_types::Credentials;
     use samples_common::websocket::presign;
+    use std::collections::BTreeMap;
     use std::time::{Duration, SystemTime};
 
     fn parse_time(s: &str) -> SystemTime {
