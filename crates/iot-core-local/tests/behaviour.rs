@@ -23,7 +23,7 @@ async fn the_function_gets_the_lambda_event_and_only_after_the_signature_verifie
         build_username(&UsernameParts {
             username: Some("device"),
             authorizer: Some("recording-authorizer"),
-            signature: Some(&signer.sign(signed)),
+            signature: Some(&signer.sign(signed).unwrap()),
             token_key_name: Some("token"),
             token_value: Some("tok-1"),
         })

@@ -56,7 +56,7 @@ fn signed_username(ep: &Endpoint, token: &str, sign_this: &str) -> String {
     build_username(&UsernameParts {
         username: Some("device"),
         authorizer: Some(SIGNED_AUTHORIZER),
-        signature: Some(&signer.sign(sign_this)),
+        signature: Some(&signer.sign(sign_this).unwrap()),
         token_key_name: Some("token"),
         token_value: Some(token),
     })
@@ -628,7 +628,7 @@ async fn custom_auth_over_websocket_from_username_headers_and_query() {
 
         // Parameters in the upgrade headers (older SDKs): name, token, signature.
         let signer = TokenSigner::from_pem_file(&ep.file(files::AUTHORIZER_PRIVATE)).unwrap();
-        let sig = signer.sign("allow");
+        let sig = signer.sign("allow").unwrap();
         let headers = [
             ("X-Amz-CustomAuthorizer-Name", SIGNED_AUTHORIZER),
             ("X-Amz-CustomAuthorizer-Signature", sig.as_str()),
@@ -649,7 +649,7 @@ async fn custom_auth_over_websocket_from_username_headers_and_query() {
         assert_accepted(&mut ep, seen, "principal demoUser").await;
 
         // A bad signature in the headers is refused at CONNECT.
-        let bad = signer.sign("other");
+        let bad = signer.sign("other").unwrap();
         let headers = [
             ("X-Amz-CustomAuthorizer-Name", SIGNED_AUTHORIZER),
             ("X-Amz-CustomAuthorizer-Signature", bad.as_str()),

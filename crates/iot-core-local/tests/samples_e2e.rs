@@ -245,7 +245,8 @@ async fn every_sample_every_transport_both_mqtt_versions() {
     let pw = env.ep.password();
     let signature = TokenSigner::from_pem_file(&env.ep.file(files::AUTHORIZER_PRIVATE))
         .unwrap()
-        .sign("allow");
+        .sign("allow")
+        .unwrap();
     for v in ["5", "3.1.1"] {
         env.mtls(&env.p8883(), v).run().await.assert_success(MTLS);
         env.expect_allowed().await;
@@ -373,7 +374,8 @@ async fn failures_say_what_failed_and_what_to_check() {
         // A bad signature.
         let other = TokenSigner::from_pem_file(&env.ep.file(files::AUTHORIZER_PRIVATE))
             .unwrap()
-            .sign("not-the-token");
+            .sign("not-the-token")
+            .unwrap();
         let r = Sample::new("custom-auth-signed")
             .args([
                 "--authorizer",
@@ -569,7 +571,7 @@ async fn no_secret_in_any_output_at_trace_level() {
         .unwrap()
         .clone();
     let signer = TokenSigner::from_pem_file(&env.ep.file(files::AUTHORIZER_PRIVATE)).unwrap();
-    let signature = signer.sign("allow");
+    let signature = signer.sign("allow").unwrap();
     let private_key = std::fs::read_to_string(env.ep.file(files::AUTHORIZER_PRIVATE)).unwrap();
     let device_key = std::fs::read_to_string(env.ep.file(files::DEVICE_KEY)).unwrap();
     let key_lines: Vec<&str> = private_key
@@ -643,7 +645,8 @@ async fn the_samples_send_what_the_reference_says() {
     let event_file = dir.join("event.json");
     let signature = TokenSigner::from_pem_file(&env.ep.file(files::AUTHORIZER_PRIVATE))
         .unwrap()
-        .sign("allow");
+        .sign("allow")
+        .unwrap();
     let read_event = || -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(&event_file).unwrap()).unwrap()
     };

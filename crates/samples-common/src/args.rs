@@ -1,16 +1,41 @@
-//! Command-line option groups the samples flatten into their own `Args`.
+//! Command-line option groups the samples flatten into their own `Args`, and [`parse`], which
+//! parses a sample's `Args` with the `--port` help of its authentication mode.
 //!
 //! The official AWS sample flag names (`--ca_file`, `--client_id`, `--custom_auth_*`, ...) are
-//! accepted as aliases, so that commands copied from AWS material work unchanged.
+//! accepted as aliases, so that commands copied from AWS material work unchanged. The groups'
+//! fields are private to this crate: `spec` reads them and checks them against AWS IoT Core's rules.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, CommandFactory, Parser};
 
 use crate::connect::MqttVersion;
 use crate::endpoint::parse_host;
 use crate::error::Error;
+use crate::mode::AuthMode;
+use crate::secrets::MASK;
+
+/// The clap command of a sample's `Args`, its `--port` help naming `mode`'s default port
+/// (8883 for mTLS, 443 otherwise). `Args` must flatten [`ConnectionArgs`].
+pub fn command<A: CommandFactory>(mode: AuthMode) -> clap::Command {
+    let help = match mode {
+        AuthMode::Mtls => format!(
+            "TCP port: 8883, or 443 (which offers ALPN x-amzn-mqtt-ca) [default: {}]",
+            mode.default_port()
+        ),
+        _ => format!("TCP port [default: {}]", mode.default_port()),
+    };
+    A::command().mut_arg("port", |arg| arg.help(help))
+}
+
+/// Parse the command line into a sample's `Args`, as `Args::parse()` does (exit 2 with clap's
+/// message on a usage error, exit 0 after `--help`), with the `--port` help of [`command`].
+pub fn parse<A: Parser>(mode: AuthMode) -> A {
+    let mut cmd = command::<A>(mode);
+    let mut matches = cmd.get_matches_mut();
+    A::from_arg_matches_mut(&mut matches).unwrap_or_else(|e| e.format(&mut cmd).exit())
+}
 
 /// Where to connect and how long to try. Every sample has these.
 #[derive(Args, Debug, Clone)]
@@ -19,44 +44,44 @@ pub struct ConnectionArgs {
     /// (`aws iot describe-endpoint --endpoint-type iot:Data-ATS`).
     /// May also be given as the last argument, or in AWS_IOT_ENDPOINT.
     #[arg(long, value_name = "HOST")]
-    pub endpoint: Option<String>,
+    pub(crate) endpoint: Option<String>,
 
     /// The endpoint, as the last argument (same as --endpoint).
     #[arg(value_name = "ENDPOINT")]
-    pub endpoint_positional: Option<String>,
+    pub(crate) endpoint_positional: Option<String>,
 
-    /// TCP port [default: 443, or 8883 for mTLS].
+    /// TCP port (the help line is set per sample by `command`).
     #[arg(long, value_name = "PORT")]
-    pub port: Option<u16>,
+    pub(crate) port: Option<u16>,
 
     /// Trust the CA certificates in this PEM file instead of the built-in roots
     /// (which include Amazon Root CA 1 and 3).
     #[arg(long, visible_alias = "ca_file", value_name = "PEM")]
-    pub ca_file: Option<PathBuf>,
+    pub(crate) ca_file: Option<PathBuf>,
 
     /// MQTT client id; your IoT policy must allow iot:Connect on client/<id>
     /// [default: test-<random>, matching the sample policies' client/test-*].
     #[arg(long, visible_alias = "client_id", value_name = "ID")]
-    pub client_id: Option<String>,
+    pub(crate) client_id: Option<String>,
 
     /// MQTT protocol version.
     #[arg(long, value_enum, default_value_t = MqttVersion::V5, value_name = "VERSION")]
-    pub mqtt_version: MqttVersion,
+    pub(crate) mqtt_version: MqttVersion,
 
     /// Give up after this many seconds (DNS, TCP, TLS, CONNECT and DISCONNECT together).
     #[arg(long, value_name = "SECONDS", default_value_t = 20,
           value_parser = clap::value_parser!(u64).range(1..=600))]
-    pub timeout: u64,
+    pub(crate) timeout: u64,
 
     /// MQTT keep-alive in seconds (AWS IoT Core accepts 30 to 1200).
     #[arg(long, value_name = "SECONDS", default_value_t = 60,
           value_parser = clap::value_parser!(u16).range(30..=1200))]
-    pub keep_alive: u16,
+    pub(crate) keep_alive: u16,
 }
 
 impl ConnectionArgs {
     /// The endpoint host from the positional argument, `--endpoint`, or `AWS_IOT_ENDPOINT`.
-    pub fn host(&self) -> Result<String, Error> {
+    pub(crate) fn host(&self) -> Result<String, Error> {
         let from_env = std::env::var("AWS_IOT_ENDPOINT")
             .ok()
             .filter(|v| !v.trim().is_empty());
@@ -77,12 +102,12 @@ impl ConnectionArgs {
     }
 
     /// The port given, or the mode's default.
-    pub fn port_or(&self, default: u16) -> u16 {
+    pub(crate) fn port_or(&self, default: u16) -> u16 {
         self.port.unwrap_or(default)
     }
 
     /// The client id given (checked against AWS IoT Core's rules), or `test-<random>`.
-    pub fn client_id(&self) -> Result<String, Error> {
+    pub(crate) fn client_id(&self) -> Result<String, Error> {
         match &self.client_id {
             None => Ok(format!("test-{:08x}", fastrand::u32(..))),
             Some(id) if id.is_empty() => Err(Error::Usage("--client-id is empty".into())),
@@ -100,17 +125,19 @@ impl ConnectionArgs {
         }
     }
 
-    pub fn timeout(&self) -> Duration {
+    /// The bound on the whole attempt.
+    pub(crate) fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout)
     }
 
-    pub fn keep_alive(&self) -> Duration {
+    /// The MQTT keep-alive.
+    pub(crate) fn keep_alive(&self) -> Duration {
         Duration::from_secs(self.keep_alive.into())
     }
 }
 
 /// Username, password and authorizer name for a custom authorizer.
-#[derive(Args, Debug, Clone, Default)]
+#[derive(Args, Clone, Default)]
 pub struct CustomAuthArgs {
     /// Name of the custom authorizer; leave it out to use the account's default authorizer.
     #[arg(
@@ -118,34 +145,45 @@ pub struct CustomAuthArgs {
         visible_alias = "custom_auth_authorizer_name",
         value_name = "NAME"
     )]
-    pub authorizer: Option<String>,
+    pub(crate) authorizer: Option<String>,
 
     /// Username handed to the authorizer.
     #[arg(long, visible_alias = "custom_auth_username", value_name = "USERNAME")]
-    pub username: Option<String>,
+    pub(crate) username: Option<String>,
 
     /// Password handed to the authorizer.
     #[arg(long, visible_alias = "custom_auth_password", value_name = "PASSWORD")]
-    pub password: Option<String>,
+    pub(crate) password: Option<String>,
+}
+
+impl std::fmt::Debug for CustomAuthArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CustomAuthArgs")
+            .field("authorizer", &self.authorizer)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| MASK))
+            .finish()
+    }
 }
 
 impl CustomAuthArgs {
-    pub fn is_empty(&self) -> bool {
+    /// No custom-auth option given.
+    pub(crate) fn is_empty(&self) -> bool {
         self.authorizer.is_none() && self.username.is_none() && self.password.is_none()
     }
 }
 
 /// The signed-token part of a custom authorizer with signing enabled.
-#[derive(Args, Debug, Clone, Default)]
+#[derive(Args, Clone, Default)]
 pub struct TokenArgs {
     /// The authorizer's token key name (its `tokenKeyName`).
     #[arg(long, visible_aliases = ["custom_auth_token_key_name", "custom_auth_token_name"],
           value_name = "NAME")]
-    pub authorizer_token_key_name: Option<String>,
+    pub(crate) authorizer_token_key_name: Option<String>,
 
     /// The token value the signature is made over.
     #[arg(long, visible_alias = "custom_auth_token_value", value_name = "TOKEN")]
-    pub authorizer_token_key_value: Option<String>,
+    pub(crate) authorizer_token_key_value: Option<String>,
 
     /// base64 signature of the token value, raw or URL-encoded
     /// (`echo -n TOKEN | openssl dgst -sha256 -sign key.pem | openssl base64 -A`).
@@ -155,15 +193,33 @@ pub struct TokenArgs {
         value_name = "SIGNATURE",
         conflicts_with = "authorizer_private_key"
     )]
-    pub authorizer_signature: Option<String>,
+    pub(crate) authorizer_signature: Option<String>,
 
     /// Sign the token value here with this PEM RSA private key, instead of --authorizer-signature.
     #[arg(long, value_name = "PEM")]
-    pub authorizer_private_key: Option<PathBuf>,
+    pub(crate) authorizer_private_key: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for TokenArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenArgs")
+            .field("authorizer_token_key_name", &self.authorizer_token_key_name)
+            .field(
+                "authorizer_token_key_value",
+                &self.authorizer_token_key_value,
+            )
+            .field(
+                "authorizer_signature",
+                &self.authorizer_signature.as_ref().map(|_| MASK),
+            )
+            .field("authorizer_private_key", &self.authorizer_private_key)
+            .finish()
+    }
 }
 
 impl TokenArgs {
-    pub fn is_empty(&self) -> bool {
+    /// No signed-token option given.
+    pub(crate) fn is_empty(&self) -> bool {
         self.authorizer_token_key_name.is_none()
             && self.authorizer_token_key_value.is_none()
             && self.authorizer_signature.is_none()
@@ -171,7 +227,7 @@ impl TokenArgs {
     }
 
     /// Check that a token, its key name and a signature (or a key to make one) come together.
-    pub fn require_complete(&self) -> Result<(), Error> {
+    pub(crate) fn require_complete(&self) -> Result<(), Error> {
         let mut missing = Vec::new();
         if self.authorizer_token_key_name.is_none() {
             missing.push("--authorizer-token-key-name");
@@ -321,5 +377,56 @@ mod tests {
         assert!(parse(&["--mqtt-version", "4", "h"]).is_err());
         assert!(parse(&["--keep-alive", "10", "h"]).is_err());
         assert!(parse(&["--timeout", "0", "h"]).is_err());
+    }
+
+    #[test]
+    fn custom_auth_args_debug_masks_the_password() {
+        let a = parse(&["--username", "alice", "--password", "hunter2-secret", "h"]).unwrap();
+        let debug = format!("{:?}", a.auth);
+        assert!(!debug.contains("hunter2-secret"), "{debug}");
+        assert!(debug.contains(r#"password: Some("****")"#), "{debug}");
+        assert!(debug.contains(r#"username: Some("alice")"#), "{debug}");
+        assert!(format!("{a:?}").contains(r#"password: Some("****")"#));
+    }
+
+    #[test]
+    fn token_args_debug_masks_the_signature() {
+        let a = parse(&["--authorizer-signature", "c2VjcmV0LXNpZw==", "h"]).unwrap();
+        let debug = format!("{:?}", a.token);
+        assert!(!debug.contains("c2VjcmV0LXNpZw"), "{debug}");
+        assert!(
+            debug.contains(r#"authorizer_signature: Some("****")"#),
+            "{debug}"
+        );
+    }
+
+    fn port_help(mode: AuthMode) -> String {
+        let help = command::<TestArgs>(mode)
+            .term_width(200)
+            .render_help()
+            .to_string();
+        let line = help
+            .lines()
+            .find(|l| l.trim_start().starts_with("--port <PORT>"))
+            .unwrap_or_else(|| panic!("no --port line in {help}"));
+        line.trim_start()
+            .trim_start_matches("--port <PORT>")
+            .trim()
+            .to_string()
+    }
+
+    #[test]
+    fn port_help_names_the_default_of_the_mode() {
+        assert_eq!(
+            port_help(AuthMode::Mtls),
+            "TCP port: 8883, or 443 (which offers ALPN x-amzn-mqtt-ca) [default: 8883]"
+        );
+        for mode in [
+            AuthMode::SigV4WebSocket,
+            AuthMode::CustomAuthUnsigned,
+            AuthMode::CustomAuthSigned,
+        ] {
+            assert_eq!(port_help(mode), "TCP port [default: 443]", "{mode:?}");
+        }
     }
 }

@@ -11,15 +11,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{TlsConfiguration, Transport};
-use rustls::ClientConfig;
 use tokio::time::{timeout_at, Instant};
 
 use crate::endpoint::host_header;
-use crate::error::{AuthMode, Error, TlsFailure};
+use crate::error::{Error, Stage, TlsFailure};
+use crate::mode::AuthMode;
+use crate::tls::TlsClient;
 
 /// MQTT protocol version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum MqttVersion {
+pub(crate) enum MqttVersion {
     /// MQTT 5
     #[value(name = "5")]
     V5,
@@ -38,7 +39,7 @@ impl std::fmt::Display for MqttVersion {
 }
 
 /// Rewrites the WebSocket upgrade request just before it is sent (SigV4 presigning).
-pub type RequestModifier = Arc<
+pub(crate) type RequestModifier = Arc<
     dyn Fn(http::Request<()>) -> Pin<Box<dyn Future<Output = http::Request<()>> + Send>>
         + Send
         + Sync,
@@ -46,28 +47,28 @@ pub type RequestModifier = Arc<
 
 /// How MQTT travels over TLS.
 #[derive(Clone)]
-pub enum Carrier {
+pub(crate) enum Carrier {
     /// MQTT directly over TLS.
     Tls,
     /// MQTT over a WebSocket at `wss://<host>[:port]/mqtt`, optionally signing the upgrade.
     WebSocket { sign: Option<RequestModifier> },
 }
 
-/// Everything one connection attempt needs.
+/// Everything one connection attempt needs: built by the functions of `spec`, run by `run`.
 #[derive(Clone)]
 pub struct ConnectionSpec {
-    pub mode: AuthMode,
-    pub host: String,
-    pub port: u16,
-    pub tls: Arc<ClientConfig>,
-    pub carrier: Carrier,
-    pub client_id: String,
-    pub mqtt_version: MqttVersion,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    pub keep_alive: Duration,
+    pub(crate) mode: AuthMode,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) tls: TlsClient,
+    pub(crate) carrier: Carrier,
+    pub(crate) client_id: String,
+    pub(crate) mqtt_version: MqttVersion,
+    pub(crate) username: Option<String>,
+    pub(crate) password: Option<String>,
+    pub(crate) keep_alive: Duration,
     /// Bound on the whole attempt, connect and disconnect together.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 impl ConnectionSpec {
@@ -82,6 +83,7 @@ impl ConnectionSpec {
         };
         let alpn = self
             .tls
+            .config
             .alpn_protocols
             .first()
             .map(|p| format!(", ALPN {}", String::from_utf8_lossy(p)))
@@ -94,7 +96,7 @@ impl ConnectionSpec {
 }
 
 /// A connected MQTT session; [`Session::disconnect`] ends it cleanly.
-pub struct Session {
+pub(crate) struct Session {
     inner: SessionInner,
     deadline: Instant,
     timeout: Duration,
@@ -106,8 +108,9 @@ enum SessionInner {
 }
 
 /// Connect and wait for a successful CONNACK.
-pub async fn connect(spec: &ConnectionSpec) -> Result<Session, Error> {
+pub(crate) async fn connect(spec: &ConnectionSpec) -> Result<Session, Error> {
     let deadline = Instant::now() + spec.timeout;
+    spec.tls.progress.reset();
     log::info!("connecting to {}", spec.describe());
     if let Some(u) = &spec.username {
         log::debug!("MQTT username: {}", crate::secrets::redact(u));
@@ -116,9 +119,11 @@ pub async fn connect(spec: &ConnectionSpec) -> Result<Session, Error> {
     resolve(&spec.host, spec.port, deadline, spec.timeout).await?;
 
     let transport = match &spec.carrier {
-        Carrier::Tls => Transport::tls_with_config(TlsConfiguration::Rustls(spec.tls.clone())),
+        Carrier::Tls => {
+            Transport::tls_with_config(TlsConfiguration::Rustls(spec.tls.config.clone()))
+        }
         Carrier::WebSocket { .. } => {
-            Transport::wss_with_config(TlsConfiguration::Rustls(spec.tls.clone()))
+            Transport::wss_with_config(TlsConfiguration::Rustls(spec.tls.config.clone()))
         }
     };
     let broker = match &spec.carrier {
@@ -182,9 +187,15 @@ pub async fn connect(spec: &ConnectionSpec) -> Result<Session, Error> {
         deadline,
         timeout: spec.timeout,
     };
+    // rumqttc does TCP, TLS and CONNECT in one step; the certificate verifier tells how far the
+    // handshake got.
     let timed_out = || Error::Timeout {
         after: spec.timeout,
-        stage: "waiting for CONNACK",
+        stage: if spec.tls.progress.server_answered() {
+            Stage::Connack
+        } else {
+            Stage::TlsHandshake
+        },
     };
     match &mut session.inner {
         SessionInner::V5(_, eventloop) => loop {
@@ -217,44 +228,43 @@ pub async fn connect(spec: &ConnectionSpec) -> Result<Session, Error> {
 
 impl Session {
     /// Send DISCONNECT and wait until it has gone out, within what is left of the deadline.
-    pub async fn disconnect(mut self) -> Result<(), Error> {
+    pub(crate) async fn disconnect(mut self) -> Result<(), Error> {
         let deadline = self.deadline;
         let timed_out = Error::Timeout {
             after: self.timeout,
-            stage: "sending DISCONNECT",
+            stage: Stage::Disconnect,
         };
-        let result: Result<(), String> = match &mut self.inner {
+        match &mut self.inner {
             SessionInner::V5(client, eventloop) => {
                 use rumqttc::v5::Event;
                 use rumqttc::Outgoing;
                 if let Err(e) = client.disconnect().await {
-                    return Err(Error::Other(format!("disconnecting failed: {e}")));
+                    return Err(Error::Disconnecting(e.to_string()));
                 }
                 loop {
                     match timeout_at(deadline, eventloop.poll()).await {
                         Err(_) => return Err(timed_out),
-                        Ok(Ok(Event::Outgoing(Outgoing::Disconnect))) => break Ok(()),
+                        Ok(Ok(Event::Outgoing(Outgoing::Disconnect))) => break,
                         Ok(Ok(_)) => continue,
-                        Ok(Err(e)) => break Err(e.to_string()),
+                        Ok(Err(e)) => return Err(Error::Disconnecting(e.to_string())),
                     }
                 }
             }
             SessionInner::V311(client, eventloop) => {
                 use rumqttc::{Event, Outgoing};
                 if let Err(e) = client.disconnect().await {
-                    return Err(Error::Other(format!("disconnecting failed: {e}")));
+                    return Err(Error::Disconnecting(e.to_string()));
                 }
                 loop {
                     match timeout_at(deadline, eventloop.poll()).await {
                         Err(_) => return Err(timed_out),
-                        Ok(Ok(Event::Outgoing(Outgoing::Disconnect))) => break Ok(()),
+                        Ok(Ok(Event::Outgoing(Outgoing::Disconnect))) => break,
                         Ok(Ok(_)) => continue,
-                        Ok(Err(e)) => break Err(e.to_string()),
+                        Ok(Err(e)) => return Err(Error::Disconnecting(e.to_string())),
                     }
                 }
             }
-        };
-        result.map_err(|e| Error::Other(format!("disconnecting failed: {e}")))?;
+        }
         log::info!("DISCONNECT sent");
         Ok(())
     }
@@ -265,7 +275,7 @@ async fn resolve(host: &str, port: u16, deadline: Instant, timeout: Duration) ->
     match timeout_at(deadline, tokio::net::lookup_host((host, port))).await {
         Err(_) => Err(Error::Timeout {
             after: timeout,
-            stage: "DNS lookup",
+            stage: Stage::DnsLookup,
         }),
         Ok(Err(e)) => Err(Error::Dns {
             host: host.to_string(),
@@ -302,7 +312,7 @@ fn classify_v5(e: rumqttc::v5::ConnectionError, spec: &ConnectionSpec) -> Error 
         },
         C::Timeout(_) => Error::Timeout {
             after: spec.timeout,
-            stage: "connecting",
+            stage: Stage::Connecting,
         },
         C::MqttState(S::ConnectionAborted) => Error::ClosedWithoutConnack,
         C::MqttState(S::Io(io)) => classify_io(&io, spec),
@@ -325,10 +335,7 @@ fn classify_v5(e: rumqttc::v5::ConnectionError, spec: &ConnectionSpec) -> Error 
                     .map(|r| format!(": {r}"))
                     .unwrap_or_default()
             )),
-            other => Error::Other(format!(
-                "expected CONNACK, the server sent {:?}",
-                packet_name_v5(&other)
-            )),
+            other => Error::UnexpectedPacket(packet_name_v5(&other)),
         },
         C::Websocket(ws) => classify_ws(ws, spec),
         other => classify(&other, spec),
@@ -341,28 +348,60 @@ fn classify_v4(e: rumqttc::ConnectionError, spec: &ConnectionSpec) -> Error {
         C::ConnectionRefused(code) => Error::Refused311 { code: code as u8 },
         C::NetworkTimeout | C::FlushTimeout => Error::Timeout {
             after: spec.timeout,
-            stage: "connecting",
+            stage: Stage::Connecting,
         },
         C::MqttState(S::ConnectionAborted) => Error::ClosedWithoutConnack,
         C::MqttState(S::Io(io)) => classify_io(&io, spec),
         C::MqttState(S::Deserialization(rumqttc::mqttbytes::Error::Io(io))) => {
             classify_io(&io, spec)
         }
-        C::NotConnAck(packet) => {
-            Error::Other(format!("expected CONNACK, the server sent {packet:?}"))
-        }
+        C::NotConnAck(packet) => Error::UnexpectedPacket(packet_name_v4(&packet)),
         C::Websocket(ws) => classify_ws(ws, spec),
         other => classify(&other, spec),
     }
 }
 
-fn packet_name_v5(p: &rumqttc::v5::mqttbytes::v5::Packet) -> String {
-    let debug = format!("{p:?}");
-    debug
-        .split(['(', ' ', '{'])
-        .next()
-        .unwrap_or("a packet")
-        .to_string()
+/// The name of an MQTT 5 packet, as the specification writes it.
+fn packet_name_v5(p: &rumqttc::v5::mqttbytes::v5::Packet) -> &'static str {
+    use rumqttc::v5::mqttbytes::v5::Packet as P;
+    match p {
+        P::Auth(_) => "AUTH",
+        P::Connect(..) => "CONNECT",
+        P::ConnAck(_) => "CONNACK",
+        P::Publish(_) => "PUBLISH",
+        P::PubAck(_) => "PUBACK",
+        P::PingReq(_) => "PINGREQ",
+        P::PingResp(_) => "PINGRESP",
+        P::Subscribe(_) => "SUBSCRIBE",
+        P::SubAck(_) => "SUBACK",
+        P::PubRec(_) => "PUBREC",
+        P::PubRel(_) => "PUBREL",
+        P::PubComp(_) => "PUBCOMP",
+        P::Unsubscribe(_) => "UNSUBSCRIBE",
+        P::UnsubAck(_) => "UNSUBACK",
+        P::Disconnect(_) => "DISCONNECT",
+    }
+}
+
+/// The name of an MQTT 3.1.1 packet, as the specification writes it.
+fn packet_name_v4(p: &rumqttc::Packet) -> &'static str {
+    use rumqttc::Packet as P;
+    match p {
+        P::Connect(_) => "CONNECT",
+        P::ConnAck(_) => "CONNACK",
+        P::Publish(_) => "PUBLISH",
+        P::PubAck(_) => "PUBACK",
+        P::PubRec(_) => "PUBREC",
+        P::PubRel(_) => "PUBREL",
+        P::PubComp(_) => "PUBCOMP",
+        P::Subscribe(_) => "SUBSCRIBE",
+        P::SubAck(_) => "SUBACK",
+        P::Unsubscribe(_) => "UNSUBSCRIBE",
+        P::UnsubAck(_) => "UNSUBACK",
+        P::PingReq => "PINGREQ",
+        P::PingResp => "PINGRESP",
+        P::Disconnect => "DISCONNECT",
+    }
 }
 
 fn v5_code(code: rumqttc::v5::mqttbytes::v5::ConnectReturnCode) -> u8 {
@@ -421,24 +460,31 @@ fn classify_ws(e: tungstenite::Error, spec: &ConnectionSpec) -> Error {
 }
 
 /// IoT Core answers a refused upgrade with a JSON body `{"message": ...}`; show its message,
-/// or the body itself when it is short text.
+/// or the body itself when it is short text on one line. Control characters are escaped: the
+/// text comes from the server and goes to a terminal.
 fn http_error_message(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let text = text.trim();
-    if let Some(start) = text.find("\"message\"") {
-        let rest = &text[start + 9..];
-        if let Some(open) = rest.find('"') {
-            let rest = &rest[open + 1..];
-            if let Some(close) = rest.find('"') {
-                return rest[..close].to_string();
-            }
+    let message = serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|json| json.get("message")?.as_str().map(str::to_string));
+    match message {
+        Some(message) => escape_controls(&message),
+        None if text.len() <= 200 && !text.contains('\n') => escape_controls(text),
+        None => String::new(),
+    }
+}
+
+fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
         }
     }
-    if text.len() <= 200 && !text.contains('\n') {
-        text.to_string()
-    } else {
-        String::new()
-    }
+    out
 }
 
 /// Walk an error and its causes for something we recognise: a rustls error, or an I/O error.
@@ -470,7 +516,7 @@ fn classify_io(io: &std::io::Error, spec: &ConnectionSpec) -> Error {
         },
         K::TimedOut => Error::Timeout {
             after: spec.timeout,
-            stage: "connecting",
+            stage: Stage::Connecting,
         },
         K::UnexpectedEof if io.to_string().contains("handshake") => {
             Error::Tls(TlsFailure::ClosedDuringHandshake)
@@ -598,5 +644,208 @@ mod tests {
         assert_eq!(s.url(), "wss://localhost/mqtt");
         s.port = 8443;
         assert_eq!(s.url(), "wss://localhost:8443/mqtt");
+    }
+
+    #[test]
+    fn http_error_body_without_a_json_message_is_shown_only_when_short() {
+        assert_eq!(
+            http_error_message(br#"{"error":"nope"}"#),
+            r#"{"error":"nope"}"#
+        );
+        assert_eq!(
+            http_error_message(br#"{"message": 42}"#),
+            r#"{"message": 42}"#
+        );
+        assert_eq!(http_error_message(b"line one\nline two"), "");
+        assert_eq!(http_error_message("x".repeat(201).as_bytes()), "");
+        assert_eq!(http_error_message(b"  Forbidden \n"), "Forbidden");
+        assert_eq!(
+            http_error_message(b"{\"message\":\"bad\\u001b[31m\"}"),
+            "bad\\u{1b}[31m"
+        );
+    }
+
+    #[test]
+    fn an_unexpected_packet_is_named_as_the_specification_names_it() {
+        let e = classify_v4(
+            rumqttc::ConnectionError::NotConnAck(rumqttc::Packet::PingResp),
+            &spec(AuthMode::Mtls),
+        );
+        assert!(matches!(e, Error::UnexpectedPacket("PINGRESP")), "{e:?}");
+        assert_eq!(e.cause(), "expected CONNACK, the server sent PINGRESP");
+        use rumqttc::v5::mqttbytes::v5::{Packet, PubAck, PubAckReason};
+        let puback = Packet::PubAck(PubAck {
+            pkid: 1,
+            reason: PubAckReason::Success,
+            properties: None,
+        });
+        assert_eq!(packet_name_v5(&puback), "PUBACK");
+        let e = classify_v5(
+            rumqttc::v5::ConnectionError::NotConnAck(Box::new(puback)),
+            &spec(AuthMode::Mtls),
+        );
+        assert_eq!(e.cause(), "expected CONNACK, the server sent PUBACK");
+    }
+
+    /// A CA, and a server certificate for 127.0.0.1 that it signed, with its key.
+    struct ServerIdentity {
+        ca_file: std::path::PathBuf,
+        cert: rustls_pki_types::CertificateDer<'static>,
+        key: rustls_pki_types::PrivateKeyDer<'static>,
+    }
+
+    fn server_identity(name: &str) -> ServerIdentity {
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca =
+            rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+                .unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!(
+            "samples-common-connect-{}-{name}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_file = dir.join("ca.pem");
+        std::fs::write(&ca_file, ca.pem()).unwrap();
+        ServerIdentity {
+            ca_file,
+            cert: cert.der().clone(),
+            key: rustls_pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        }
+    }
+
+    /// A loopback port whose server accepts one TCP connection and then sends nothing.
+    fn silent_server() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            if let Ok((mut tcp, _)) = listener.accept() {
+                // Hold the connection until the client gives up and closes it.
+                let _ = std::io::copy(&mut tcp, &mut std::io::sink());
+            }
+        });
+        port
+    }
+
+    /// A loopback port whose server completes the TLS handshake and then never answers CONNECT.
+    fn tls_server_without_mqtt(identity: &ServerIdentity) -> u16 {
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![identity.cert.clone()], identity.key.clone_key())
+        .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let Ok((mut tcp, _)) = listener.accept() else {
+                return;
+            };
+            let mut tls = rustls::ServerConnection::new(Arc::new(config)).unwrap();
+            while tls.is_handshaking() {
+                if tls.complete_io(&mut tcp).is_err() {
+                    return;
+                }
+            }
+            // Read CONNECT and whatever follows, answer nothing, until the client hangs up.
+            let mut stream = rustls::Stream::new(&mut tls, &mut tcp);
+            let _ = std::io::copy(&mut stream, &mut std::io::sink());
+        });
+        port
+    }
+
+    fn loopback_spec(
+        mode: AuthMode,
+        port: u16,
+        ca_file: Option<&std::path::Path>,
+    ) -> ConnectionSpec {
+        let mut s = spec(mode);
+        s.host = "127.0.0.1".into();
+        s.port = port;
+        s.timeout = Duration::from_secs(1);
+        s.tls = crate::tls::client_config(&crate::tls::TlsOptions {
+            ca_file,
+            ..Default::default()
+        })
+        .unwrap();
+        s
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_tls_is_a_tls_handshake_timeout() {
+        let port = silent_server();
+        let e = connect(&loopback_spec(AuthMode::CustomAuthUnsigned, port, None))
+            .await
+            .err()
+            .expect("a silent server cannot connect");
+        assert!(
+            matches!(
+                e,
+                Error::Timeout {
+                    stage: Stage::TlsHandshake,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.cause(),
+            "the TLS handshake did not complete within 1s (the server sent no TLS answer)"
+        );
+        assert_eq!(
+            e.hint(AuthMode::CustomAuthUnsigned),
+            "is this a TLS endpoint, and the right port? AWS IoT Core serves this mode on port \
+             443; a firewall that silently drops the port looks the same"
+        );
+        assert_eq!(
+            e.hint(AuthMode::Mtls),
+            "is this a TLS endpoint, and the right port? AWS IoT Core serves mTLS on 8883 and \
+             443; a firewall that silently drops port 8883 looks the same (try --port 443)"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tls_server_that_never_answers_connect_is_a_connack_timeout() {
+        let identity = server_identity("no-connack");
+        let port = tls_server_without_mqtt(&identity);
+        let spec = loopback_spec(AuthMode::Mtls, port, Some(&identity.ca_file));
+        let e = connect(&spec).await.err().expect("no CONNACK, no session");
+        assert!(
+            matches!(
+                e,
+                Error::Timeout {
+                    stage: Stage::Connack,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.cause(),
+            "no CONNACK within 1s: the TLS connection is up, but the server did not answer CONNECT"
+        );
+        assert_eq!(
+            e.hint(AuthMode::Mtls),
+            "check that --endpoint and --port name AWS IoT Core, or raise --timeout"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_progress_verifier_still_refuses_an_untrusted_server() {
+        let identity = server_identity("untrusted");
+        let port = tls_server_without_mqtt(&identity);
+        // The built-in roots do not include the test CA.
+        let e = connect(&loopback_spec(AuthMode::Mtls, port, None))
+            .await
+            .err()
+            .expect("an untrusted server is refused");
+        assert!(matches!(e, Error::Tls(TlsFailure::UnknownIssuer)), "{e:?}");
     }
 }

@@ -11,31 +11,20 @@
 
 use std::path::Path;
 
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine as _;
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use ring::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::PrivateKeyDer;
 
-use crate::error::{Error, FileProblem, PemFile};
+pub use crate::encoding::url_encode;
+use crate::error::{Error, FileProblem, PemFile, SignatureProblem};
 use crate::tls::read_file;
 
 /// Parameter name of the authorizer in the username query.
-pub const AUTHORIZER_NAME_KEY: &str = "x-amz-customauthorizer-name";
+const AUTHORIZER_NAME_KEY: &str = "x-amz-customauthorizer-name";
 /// Parameter name of the token signature in the username query.
-pub const SIGNATURE_KEY: &str = "x-amz-customauthorizer-signature";
-
-/// RFC 3986 unreserved characters stay; everything else is percent-encoded.
-const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
-
-/// Percent-encode every byte outside `A-Z a-z 0-9 - _ . ~`.
-pub fn url_encode(value: &str) -> String {
-    utf8_percent_encode(value, UNRESERVED).to_string()
-}
+const SIGNATURE_KEY: &str = "x-amz-customauthorizer-signature";
 
 /// The custom-auth values that go into the MQTT username. All are optional: an unsigned
 /// authorizer needs only a name (or nothing, with a default authorizer).
@@ -43,11 +32,26 @@ pub fn url_encode(value: &str) -> String {
 pub struct UsernameParts<'a> {
     /// What the user typed as `--username`; may already hold a `?query`.
     pub username: Option<&'a str>,
+    /// The authorizer's name (`x-amz-customauthorizer-name`).
     pub authorizer: Option<&'a str>,
     /// base64 signature, raw or already URL-encoded.
     pub signature: Option<&'a str>,
+    /// The authorizer's token key name (`tokenKeyName`).
     pub token_key_name: Option<&'a str>,
+    /// The token value the signature is made over.
     pub token_value: Option<&'a str>,
+}
+
+impl std::fmt::Debug for UsernameParts<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UsernameParts")
+            .field("username", &self.username)
+            .field("authorizer", &self.authorizer)
+            .field("signature", &self.signature.map(|_| crate::secrets::MASK))
+            .field("token_key_name", &self.token_key_name)
+            .field("token_value", &self.token_value)
+            .finish()
+    }
 }
 
 /// Build the MQTT username for a custom authorizer, following the rule every official SDK uses:
@@ -114,7 +118,7 @@ impl TokenSigner {
     }
 
     /// Parse a PEM RSA private key from memory.
-    pub fn from_pem(pem: &[u8]) -> Result<Self, FileProblem> {
+    pub(crate) fn from_pem(pem: &[u8]) -> Result<Self, FileProblem> {
         let der = PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
             rustls_pki_types::pem::Error::NoItemsFound => {
                 FileProblem::NothingUsable("PEM RSA private key")
@@ -138,18 +142,62 @@ impl TokenSigner {
 
     /// `base64(RSA PKCS#1 v1.5 SHA-256 signature of the token's UTF-8 bytes)`, the value IoT Core
     /// checks against the authorizer's token-signing public keys.
-    pub fn sign(&self, token: &str) -> String {
+    ///
+    /// Fails with [`Error::Signing`] only if ring cannot sign (its random number generator, used
+    /// for blinding, failed); a zero or partial signature is never returned.
+    pub fn sign(&self, token: &str) -> Result<String, Error> {
         let rng = ring::rand::SystemRandom::new();
         let mut sig = vec![0u8; self.key.public().modulus_len()];
-        // PKCS#1 v1.5 signing cannot fail once the key parsed and the buffer has the modulus
-        // length; a failure here would be a ring bug, reported rather than hidden.
-        if let Err(e) = self
-            .key
+        self.key
             .sign(&RSA_PKCS1_SHA256, &rng, token.as_bytes(), &mut sig)
-        {
-            log::error!("token signing failed: {e}");
+            .map_err(signing_failed)?;
+        Ok(base64::engine::general_purpose::STANDARD.encode(sig))
+    }
+}
+
+fn signing_failed(e: ring::error::Unspecified) -> Error {
+    log::debug!("ring could not sign the token: {e}");
+    Error::Signing
+}
+
+/// base64 as `--authorizer-signature` may hold it: the standard alphabet, padding optional.
+const LENIENT_BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
+
+/// Check that a given signature is base64, raw (`ab+c/d==`) or URL-encoded (`ab%2Bc%2Fd%3D%3D`),
+/// before anything is sent: IoT Core would only hang up on a signature it cannot decode.
+pub(crate) fn check_signature(signature: &str) -> Result<(), SignatureProblem> {
+    if signature.is_empty() {
+        return Err(SignatureProblem::Empty);
+    }
+    let text = if signature.contains('%') {
+        let well_formed = signature
+            .split('%')
+            .skip(1)
+            .all(|rest| rest.len() >= 2 && rest.as_bytes()[..2].iter().all(u8::is_ascii_hexdigit));
+        if !well_formed {
+            return Err(SignatureProblem::BadPercentEncoding);
         }
-        base64::engine::general_purpose::STANDARD.encode(sig)
+        percent_encoding::percent_decode_str(signature)
+            .decode_utf8()
+            .map_err(|_| SignatureProblem::BadPercentEncoding)?
+    } else {
+        std::borrow::Cow::Borrowed(signature)
+    };
+    match LENIENT_BASE64.decode(text.as_bytes()) {
+        Ok(bytes) if !bytes.is_empty() => Ok(()),
+        Ok(_) => Err(SignatureProblem::Empty),
+        Err(base64::DecodeError::InvalidByte(offset, _))
+        | Err(base64::DecodeError::InvalidLastSymbol(offset, _)) => {
+            Err(SignatureProblem::InvalidCharacter(offset + 1))
+        }
+        Err(base64::DecodeError::InvalidLength(_)) | Err(base64::DecodeError::InvalidPadding) => {
+            Err(SignatureProblem::InvalidLength)
+        }
     }
 }
 
@@ -261,14 +309,6 @@ mod tests {
     }
 
     #[test]
-    fn url_encode_keeps_only_unreserved() {
-        assert_eq!(
-            url_encode("aZ09-_.~ +/=%?&"),
-            "aZ09-_.~%20%2B%2F%3D%25%3F%26"
-        );
-    }
-
-    #[test]
     fn ec_key_is_refused_with_a_clear_problem() {
         let pem = b"-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIE6j\n-----END EC PRIVATE KEY-----\n";
         match TokenSigner::from_pem(pem) {
@@ -283,5 +323,83 @@ mod tests {
             TokenSigner::from_pem(b"just some text\n"),
             Err(FileProblem::NothingUsable(_))
         ));
+    }
+
+    const AUTHORIZER_KEY: &[u8] = include_bytes!("../tests/fixtures/authorizer-pkcs1.key");
+
+    #[test]
+    fn token_signer_debug_shows_nothing_of_the_key() {
+        let signer = TokenSigner::from_pem(AUTHORIZER_KEY).unwrap();
+        assert_eq!(format!("{signer:?}"), "TokenSigner { .. }");
+    }
+
+    #[test]
+    fn username_parts_debug_masks_the_signature() {
+        let p = UsernameParts {
+            authorizer: Some("auth"),
+            signature: Some("c2lnbmF0dXJlLXNlY3JldA=="),
+            ..parts()
+        };
+        let debug = format!("{p:?}");
+        assert!(!debug.contains("c2lnbmF0dXJlLXNlY3JldA"), "{debug}");
+        assert!(debug.contains(r#"signature: Some("****")"#), "{debug}");
+        assert!(debug.contains(r#"authorizer: Some("auth")"#), "{debug}");
+    }
+
+    #[test]
+    fn signing_gives_a_full_length_base64_signature() {
+        let signer = TokenSigner::from_pem(AUTHORIZER_KEY).unwrap();
+        let sig = signer.sign("allow").unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&sig)
+            .unwrap();
+        assert_eq!(bytes.len(), signer.key.public().modulus_len());
+        assert!(bytes.iter().any(|b| *b != 0));
+        assert_eq!(check_signature(&sig), Ok(()));
+    }
+
+    #[test]
+    fn a_failed_signing_is_an_error_with_a_cause_and_a_hint() {
+        let e = signing_failed(ring::error::Unspecified);
+        assert!(matches!(e, Error::Signing));
+        assert_eq!(
+            e.cause(),
+            "signing the token with --authorizer-private-key failed"
+        );
+        assert_eq!(
+            e.hint(crate::AuthMode::CustomAuthSigned),
+            "check that --authorizer-private-key is an RSA key of 2048 to 8192 bits, \
+             or pass a ready-made --authorizer-signature instead"
+        );
+        assert_eq!(e.exit_code(), 1);
+    }
+
+    #[test]
+    fn base64_signatures_raw_or_url_encoded_are_accepted() {
+        for ok in [
+            "ab+c/d==",
+            "ab+c/d",
+            "ab%2Bc%2Fd%3D%3D",
+            "ab%2bc%2fd%3d%3d",
+            "QUJD",
+        ] {
+            assert_eq!(check_signature(ok), Ok(()), "{ok}");
+        }
+    }
+
+    #[test]
+    fn signatures_that_are_not_base64_are_refused_with_the_reason() {
+        for (bad, problem) in [
+            ("", SignatureProblem::Empty),
+            ("not base64!", SignatureProblem::InvalidCharacter(4)),
+            ("ab-c_d==", SignatureProblem::InvalidCharacter(3)),
+            ("abc\ndef=", SignatureProblem::InvalidCharacter(4)),
+            ("abcde", SignatureProblem::InvalidLength),
+            ("ab%2", SignatureProblem::BadPercentEncoding),
+            ("ab%zz", SignatureProblem::BadPercentEncoding),
+            ("ab%FF%FE", SignatureProblem::BadPercentEncoding),
+        ] {
+            assert_eq!(check_signature(bad), Err(problem), "{bad:?}");
+        }
     }
 }

@@ -4,7 +4,7 @@ use crate::error::Error;
 
 /// Check an endpoint host name as typed by the user. Accepts a bare host name or IP address;
 /// refuses URLs and `host:port`, saying what to type instead.
-pub fn parse_host(input: &str) -> Result<String, Error> {
+pub(crate) fn parse_host(input: &str) -> Result<String, Error> {
     let host = input.trim();
     if host.is_empty() {
         return Err(Error::Usage("the endpoint is empty".into()));
@@ -33,7 +33,8 @@ pub fn parse_host(input: &str) -> Result<String, Error> {
 /// The AWS region of an IoT data endpoint: the label after `iot` in
 /// `<prefix>-ats.iot.<region>.amazonaws.com` (also `.amazonaws.com.cn`).
 /// Returns `None` for names that are not AWS IoT endpoints, such as `localhost`.
-pub fn region_from_endpoint(host: &str) -> Option<String> {
+#[cfg(feature = "sigv4")]
+pub(crate) fn region_from_endpoint(host: &str) -> Option<String> {
     let labels: Vec<&str> = host.split('.').collect();
     let iot = labels
         .iter()
@@ -49,7 +50,7 @@ pub fn region_from_endpoint(host: &str) -> Option<String> {
 
 /// The `Host` header, and so the signed host, for a WebSocket URL on `port`: the port is part of
 /// it unless it is 443, exactly as a WebSocket client writes it.
-pub fn host_header(host: &str, port: u16) -> String {
+pub(crate) fn host_header(host: &str, port: u16) -> String {
     let host = if host.contains(':') {
         format!("[{host}]")
     } else {
@@ -66,6 +67,7 @@ pub fn host_header(host: &str, port: u16) -> String {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "sigv4")]
     #[test]
     fn region_is_the_label_after_iot() {
         assert_eq!(
@@ -82,6 +84,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "sigv4")]
     #[test]
     fn no_region_for_names_that_are_not_aws_iot_endpoints() {
         assert_eq!(region_from_endpoint("localhost"), None);

@@ -8,20 +8,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::mode::AuthMode;
 use crate::secrets;
-
-/// How the sample authenticates. It decides the default port and which hints apply.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AuthMode {
-    /// X.509 client certificate (mutual TLS).
-    Mtls,
-    /// MQTT over WebSocket, the upgrade request presigned with SigV4.
-    SigV4WebSocket,
-    /// Custom authorizer without token signing (username and password only).
-    CustomAuthUnsigned,
-    /// Custom authorizer with a signed token.
-    CustomAuthSigned,
-}
 
 /// Which kind of PEM file a problem is about; it names the flag to fix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,14 +48,19 @@ impl PemFile {
 /// What went wrong reading a PEM file.
 #[derive(Debug, thiserror::Error)]
 pub enum FileProblem {
+    /// There is no file at that path.
     #[error("does not exist")]
     Missing,
+    /// The file exists but reading it failed.
     #[error("cannot be read: {0}")]
     Unreadable(std::io::Error),
+    /// The file is not PEM; the parser's reason.
     #[error("is not PEM: {0}")]
     NotPem(String),
+    /// The file is PEM but holds no block of the kind named.
     #[error("holds no {0}")]
     NothingUsable(&'static str),
+    /// The key parsed but cannot be used; why.
     #[error("holds a key that cannot be used: {0}")]
     UnusableKey(String),
 }
@@ -81,7 +74,7 @@ pub enum TlsFailure {
     NameMismatch,
     /// The server's certificate is expired or not yet valid.
     ServerCertExpired,
-    /// The server refused our client certificate (or demanded one we did not have).
+    /// The server refused our client certificate (or demanded one we did not have); the alert.
     ClientCertRejected(String),
     /// The server hung up in the middle of the handshake.
     ClosedDuringHandshake,
@@ -91,6 +84,84 @@ pub enum TlsFailure {
     Other(String),
 }
 
+/// Where a connection attempt was when its deadline passed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Looking the endpoint's name up.
+    DnsLookup,
+    /// TCP connect or TLS handshake: the server's certificate never arrived.
+    TlsHandshake,
+    /// TLS is up (the server sent its certificate), but no CONNACK came.
+    Connack,
+    /// A timeout reported by the operating system or rumqttc while connecting.
+    Connecting,
+    /// Sending DISCONNECT.
+    Disconnect,
+}
+
+/// Why `--authorizer-signature` is not a base64 signature.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureProblem {
+    /// The value is empty.
+    #[error("it is empty")]
+    Empty,
+    /// It contains `%` but does not URL-decode to text.
+    #[error("it contains '%' but is not valid URL-encoding")]
+    BadPercentEncoding,
+    /// A character outside `A-Z a-z 0-9 + / =`; its 1-based position (after URL-decoding).
+    #[error("character {0} is not in the base64 alphabet (A-Z a-z 0-9 + / =)")]
+    InvalidCharacter(usize),
+    /// The length or the padding cannot be base64.
+    #[error("its length or padding is not that of base64")]
+    InvalidLength,
+}
+
+/// Which AWS profile file a credentials problem is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProfileFileKind {
+    /// `~/.aws/credentials`, or `AWS_SHARED_CREDENTIALS_FILE`.
+    Credentials,
+    /// `~/.aws/config`, or `AWS_CONFIG_FILE`.
+    Config,
+}
+
+impl ProfileFileKind {
+    /// The environment variable that overrides this file's path.
+    pub fn variable(self) -> &'static str {
+        match self {
+            ProfileFileKind::Credentials => "AWS_SHARED_CREDENTIALS_FILE",
+            ProfileFileKind::Config => "AWS_CONFIG_FILE",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            ProfileFileKind::Credentials => "credentials file",
+            ProfileFileKind::Config => "config file",
+        }
+    }
+}
+
+/// Why the AWS credential chain found no credentials.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CredentialsProblem {
+    /// Nothing in the chain had credentials; what the chain says, on one line.
+    NoneFound(String),
+    /// A profile file named by its environment variable does not exist (one or both).
+    MissingFiles(Vec<(ProfileFileKind, PathBuf)>),
+    /// `AWS_PROFILE` names a profile that no profile file defines.
+    ProfileNotFound {
+        /// The value of `AWS_PROFILE`.
+        profile: String,
+        /// The profile files that exist and were read.
+        searched: Vec<PathBuf>,
+        /// The default profile files that do not exist.
+        absent: Vec<PathBuf>,
+        /// The profiles those files do define, sorted.
+        defined: Vec<String>,
+    },
+}
+
 /// Every way a sample can fail. `Display` is the one-line cause; secrets are never in it.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -98,49 +169,119 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
+    /// `--authorizer-signature` is not base64. Exit code 2; the value itself is never shown.
+    #[error("--authorizer-signature is not base64: {0}")]
+    BadSignature(SignatureProblem),
+
+    /// A PEM file given on the command line cannot be used.
     #[error("the {} {} {problem}", .which.describe(), .path.display())]
     File {
+        /// Which file (and so which flag).
         which: PemFile,
+        /// The path as given.
         path: PathBuf,
+        /// What is wrong with it.
         problem: FileProblem,
     },
 
+    /// `--key` is not the private key of `--cert`.
     #[error("the private key {} does not belong to the certificate {}", .key.display(), .cert.display())]
-    KeyMismatch { cert: PathBuf, key: PathBuf },
-
-    #[error("could not resolve host name '{host}': {reason}")]
-    Dns { host: String, reason: String },
-
-    #[error("connection to {host}:{port} was refused")]
-    Refused { host: String, port: u16 },
-
-    #[error("no answer within {}s ({stage})", .after.as_secs())]
-    Timeout {
-        after: Duration,
-        stage: &'static str,
+    KeyMismatch {
+        /// `--cert`
+        cert: PathBuf,
+        /// `--key`
+        key: PathBuf,
     },
 
+    /// The endpoint's name does not resolve.
+    #[error("could not resolve host name '{host}': {reason}")]
+    Dns {
+        /// The endpoint host name.
+        host: String,
+        /// The resolver's reason.
+        reason: String,
+    },
+
+    /// Nothing listens at the endpoint and port.
+    #[error("connection to {host}:{port} was refused")]
+    Refused {
+        /// The endpoint host name.
+        host: String,
+        /// The TCP port.
+        port: u16,
+    },
+
+    /// The deadline (`--timeout`) passed.
+    #[error("{}", timeout_cause(*.stage, *.after))]
+    Timeout {
+        /// The whole attempt's bound.
+        after: Duration,
+        /// Where the attempt was.
+        stage: Stage,
+    },
+
+    /// The TLS handshake failed.
     #[error("{}", tls_cause(.0))]
     Tls(TlsFailure),
 
+    /// The TLS client configuration could not be built.
+    #[error("TLS setup failed: {0}")]
+    TlsSetup(String),
+
+    /// The server hung up after TLS without sending CONNACK.
     #[error("the server closed the connection without answering CONNECT (no CONNACK)")]
     ClosedWithoutConnack,
 
+    /// An MQTT 5 CONNACK with a failure reason code.
     #[error("the server refused the connection: CONNACK {}", connack_cause(*.code, .reason))]
-    Refused5 { code: u8, reason: String },
+    Refused5 {
+        /// The reason code.
+        code: u8,
+        /// The reason string, if the server sent one.
+        reason: String,
+    },
 
+    /// An MQTT 3.1.1 CONNACK with a failure return code.
     #[error("the server refused the connection: CONNACK return code {code} ({})", connack311_name(*.code))]
-    Refused311 { code: u8 },
+    Refused311 {
+        /// The return code.
+        code: u8,
+    },
 
+    /// The server answered CONNECT with another packet than CONNACK.
+    #[error("expected CONNACK, the server sent {0}")]
+    UnexpectedPacket(&'static str),
+
+    /// The WebSocket upgrade got an HTTP error.
     #[error("the WebSocket upgrade was refused with HTTP {status}{}", http_detail(.message))]
-    WebSocketHttp { status: u16, message: String },
+    WebSocketHttp {
+        /// The HTTP status code.
+        status: u16,
+        /// The server's message, if it sent a short one.
+        message: String,
+    },
 
-    #[error("no AWS credentials found: {0}")]
-    NoCredentials(String),
+    /// The AWS credential chain found no credentials (SigV4).
+    #[error("no AWS credentials found: {}", credentials_cause(.0))]
+    NoCredentials(CredentialsProblem),
 
+    /// Signing the authorizer token failed (the random number generator, or an unusable key).
+    #[error("signing the token with --authorizer-private-key failed")]
+    Signing,
+
+    /// The server sent DISCONNECT; its reason.
     #[error("the server disconnected: {0}")]
     Disconnected(String),
 
+    /// Sending DISCONNECT failed; rumqttc's reason.
+    #[error("disconnecting failed: {0}")]
+    Disconnecting(String),
+
+    /// The async runtime could not start.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+
+    /// A failure none of the above describes; the library's own message.
     #[error("{0}")]
     Other(String),
 }
@@ -148,10 +289,16 @@ pub enum Error {
 impl Error {
     /// The process exit code for this failure: 2 for usage errors, 1 for everything else.
     pub fn exit_code(&self) -> u8 {
-        match self {
-            Error::Usage(_) => 2,
-            _ => 1,
+        if self.is_usage() {
+            2
+        } else {
+            1
         }
+    }
+
+    /// Whether this is a mistake on the command line, found before connecting.
+    pub(crate) fn is_usage(&self) -> bool {
+        matches!(self, Error::Usage(_) | Error::BadSignature(_))
     }
 
     /// The user-facing cause, with every registered secret masked.
@@ -163,6 +310,10 @@ impl Error {
     pub fn hint(&self, mode: AuthMode) -> String {
         match self {
             Error::Usage(_) => "run with --help to see the options".into(),
+            Error::BadSignature(_) => "pass the signature as `openssl base64 -A` prints it \
+                 (standard base64 on one line; URL-encoded is fine too), \
+                 or let the sample sign with --authorizer-private-key"
+                .into(),
             Error::File { which, problem, .. } => match problem {
                 FileProblem::Missing | FileProblem::Unreadable(_) => {
                     format!("check the path and permissions of the {}", which.describe())
@@ -181,10 +332,9 @@ impl Error {
                 "nothing listens on port {port}: check --endpoint and --port \
                  (AWS IoT Core listens on 8883 and 443)"
             ),
-            Error::Timeout { .. } => "check that the endpoint is reachable from here \
-                 (firewalls often block 8883; port 443 usually passes), or raise --timeout"
-                .into(),
+            Error::Timeout { stage, .. } => timeout_hint(*stage, mode),
             Error::Tls(failure) => tls_hint(failure, mode),
+            Error::TlsSetup(_) => "run again with RUST_LOG=debug for the TLS details".into(),
             Error::ClosedWithoutConnack => closed_hint(mode),
             Error::Refused5 { code, .. } => connack_hint(*code, mode),
             Error::Refused311 { code } => match code {
@@ -193,16 +343,145 @@ impl Error {
                     .into(),
                 _ => not_authorized_hint(mode),
             },
-            Error::WebSocketHttp { status, .. } => websocket_hint(*status, mode),
-            Error::NoCredentials(_) => {
-                "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
-                 (and AWS_SESSION_TOKEN for temporary keys), or AWS_PROFILE, or run `aws configure`"
+            Error::UnexpectedPacket(_) => {
+                "check --endpoint and --port: this server does not speak MQTT as AWS IoT Core does"
                     .into()
             }
+            Error::WebSocketHttp { status, .. } => websocket_hint(*status, mode),
+            Error::NoCredentials(problem) => credentials_problem_hint(problem),
+            Error::Signing => "check that --authorizer-private-key is an RSA key of 2048 to \
+                 8192 bits, or pass a ready-made --authorizer-signature instead"
+                .into(),
             Error::Disconnected(_) => {
                 "another client with the same --client-id may have taken over the session".into()
             }
-            Error::Other(_) => "run again with RUST_LOG=debug for details".into(),
+            Error::Disconnecting(_) | Error::Runtime(_) | Error::Other(_) => {
+                "run again with RUST_LOG=debug for details".into()
+            }
+        }
+    }
+}
+
+fn timeout_cause(stage: Stage, after: Duration) -> String {
+    let secs = after.as_secs();
+    match stage {
+        Stage::DnsLookup => format!("the DNS lookup did not finish within {secs}s"),
+        Stage::TlsHandshake => format!(
+            "the TLS handshake did not complete within {secs}s (the server sent no TLS answer)"
+        ),
+        Stage::Connack => format!(
+            "no CONNACK within {secs}s: the TLS connection is up, but the server did not answer CONNECT"
+        ),
+        Stage::Connecting => format!("no answer within {secs}s while connecting"),
+        Stage::Disconnect => format!("sending DISCONNECT did not finish within {secs}s"),
+    }
+}
+
+fn timeout_hint(stage: Stage, mode: AuthMode) -> String {
+    match (stage, mode) {
+        (Stage::DnsLookup, _) => "check this machine's DNS resolver, or raise --timeout".into(),
+        (Stage::TlsHandshake, AuthMode::Mtls) => {
+            "is this a TLS endpoint, and the right port? AWS IoT Core serves mTLS on 8883 and 443; \
+             a firewall that silently drops port 8883 looks the same (try --port 443)"
+                .into()
+        }
+        (Stage::TlsHandshake, _) => "is this a TLS endpoint, and the right port? AWS IoT Core \
+             serves this mode on port 443; a firewall that silently drops the port looks the same"
+            .into(),
+        (Stage::Connack, AuthMode::CustomAuthUnsigned | AuthMode::CustomAuthSigned) => {
+            "check that --endpoint and --port name AWS IoT Core, or raise --timeout \
+             (a slow authorizer Lambda delays CONNACK)"
+                .into()
+        }
+        (Stage::Connack, _) => {
+            "check that --endpoint and --port name AWS IoT Core, or raise --timeout".into()
+        }
+        (Stage::Connecting | Stage::Disconnect, _) => "check that the endpoint is reachable \
+             from here (firewalls often block 8883; port 443 usually passes), or raise --timeout"
+            .into(),
+    }
+}
+
+fn credentials_cause(problem: &CredentialsProblem) -> String {
+    match problem {
+        CredentialsProblem::NoneFound(detail) => detail.clone(),
+        CredentialsProblem::MissingFiles(files) => {
+            let named: Vec<String> = files
+                .iter()
+                .map(|(kind, path)| {
+                    format!(
+                        "the {} {} ({})",
+                        kind.name(),
+                        path.display(),
+                        kind.variable()
+                    )
+                })
+                .collect();
+            let verb = if files.len() == 1 {
+                "does not exist"
+            } else {
+                "do not exist"
+            };
+            format!("{} {verb}", named.join(" and "))
+        }
+        CredentialsProblem::ProfileNotFound {
+            profile,
+            searched,
+            absent,
+            ..
+        } => {
+            if searched.is_empty() {
+                let absent: Vec<String> = absent.iter().map(|p| p.display().to_string()).collect();
+                format!(
+                    "profile '{profile}' (AWS_PROFILE) not found: there is no {}",
+                    absent.join(" and no ")
+                )
+            } else {
+                let searched: Vec<String> =
+                    searched.iter().map(|p| p.display().to_string()).collect();
+                format!(
+                    "profile '{profile}' (AWS_PROFILE) not found in {}",
+                    searched.join(", ")
+                )
+            }
+        }
+    }
+}
+
+fn credentials_problem_hint(problem: &CredentialsProblem) -> String {
+    match problem {
+        CredentialsProblem::NoneFound(_) => "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+             (and AWS_SESSION_TOKEN for temporary keys), or AWS_PROFILE, or run `aws configure`"
+            .into(),
+        CredentialsProblem::MissingFiles(files) => {
+            let variables: Vec<&str> = files.iter().map(|(kind, _)| kind.variable()).collect();
+            let (them, files_word) = if files.len() == 1 {
+                ("it", "an existing file")
+            } else {
+                ("them", "existing files")
+            };
+            format!(
+                "point {} at {files_word} or unset {them}, \
+                 or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+                variables.join(" and ")
+            )
+        }
+        CredentialsProblem::ProfileNotFound {
+            profile, defined, ..
+        } => {
+            if defined.is_empty() {
+                format!(
+                    "no profile is defined: create it with `aws configure --profile {profile}`, \
+                     or unset AWS_PROFILE"
+                )
+            } else {
+                let names: Vec<String> = defined.iter().map(|p| format!("'{p}'")).collect();
+                format!(
+                    "check the spelling of AWS_PROFILE; the profiles defined are {} \
+                     (`aws configure list-profiles`)",
+                    names.join(", ")
+                )
+            }
         }
     }
 }
@@ -323,7 +602,7 @@ fn websocket_hint(status: u16, mode: AuthMode) -> String {
 }
 
 /// The MQTT 5 CONNACK reason codes a server may answer with (MQTT 5.0, 3.2.2.2).
-pub fn connack_reason_name(code: u8) -> &'static str {
+fn connack_reason_name(code: u8) -> &'static str {
     match code {
         0x80 => "Unspecified error",
         0x81 => "Malformed Packet",

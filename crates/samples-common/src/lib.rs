@@ -1,42 +1,56 @@
 //! What the AWS IoT Core connection samples share.
 //!
 //! Each sample is a thin binary: it parses its `Args` (which flatten the option groups in
-//! [`args`]), builds one [`ConnectionSpec`] with a builder from [`spec`], and hands it to [`run`],
-//! which connects, reports, disconnects and returns the exit code.
+//! [`args`]) with [`args::parse`], builds one [`ConnectionSpec`] with a function of [`spec`], and
+//! hands it to [`run`], which connects, reports, disconnects and returns the exit code. A failure
+//! is one [`Error`]: one line saying what failed, one `hint:` line saying what to check.
 //!
-//! - [`args`]: clap option groups, with the official AWS sample flag names as aliases.
-//! - [`tls`]: rustls client configuration (ring provider, built-in or `--ca-file` roots, ALPN).
-//! - [`custom_auth`]: the custom-authorizer MQTT username and token signing.
-//! - `websocket` (feature `sigv4`): SigV4 presigning of the WebSocket upgrade, AWS credentials.
-//! - [`connect`]: the connect-then-disconnect routine on rumqttc, MQTT 5 and 3.1.1.
-//! - [`error`]: the error type and the `hint:` line for each failure.
-//! - [`secrets`]: the logger that masks passwords, keys, tokens and signatures.
+//! Public, for the samples: [`run`], [`args`], [`spec`], [`AuthMode`], [`Error`] (and the types
+//! its variants carry). Public, for the tests that check iot-core-local against this client:
+//! [`custom_auth`] (the custom-authorizer username and token signing) and `websocket::presign`
+//! (SigV4 presigning, feature `sigv4`). Everything else (TLS setup, the rumqttc runner, the
+//! secret mask) is private.
+//!
+//! The SigV4 presigner here and the SigV4 verifier of iot-core-local share no code, in
+//! particular no canonicalisation: each is written against the AWS specification on its own, and
+//! the tests check one against the other. A shared helper would let one mistake pass on both
+//! sides.
 //!
 //! Not for: publishing or subscribing (the samples only prove that a connection is accepted), and
 //! not an AWS SDK (no usage metrics are sent).
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 pub mod args;
-pub mod connect;
+mod connect;
 pub mod custom_auth;
-pub mod endpoint;
-pub mod error;
-pub mod secrets;
+mod encoding;
+mod endpoint;
+mod error;
+mod mode;
+mod secrets;
 pub mod spec;
-pub mod tls;
+mod tls;
 #[cfg(feature = "sigv4")]
 pub mod websocket;
 
 use std::future::Future;
 use std::process::ExitCode;
 
-pub use connect::{ConnectionSpec, MqttVersion};
-pub use error::{AuthMode, Error};
+pub use connect::ConnectionSpec;
+pub use error::{
+    CredentialsProblem, Error, FileProblem, PemFile, ProfileFileKind, SignatureProblem, Stage,
+    TlsFailure,
+};
+pub use mode::AuthMode;
 
 /// Run a sample: print the banner, build the spec, connect, report, disconnect.
 ///
 /// Prints `<banner>`, a blank line, `Attempting to connect!` and `Connection attempt successful!`
-/// on success (exit 0). On failure prints `Connection attempt failed: <cause>` and a `hint:` line
-/// to standard error and exits 1 (2 for usage errors).
+/// on success (exit 0). On failure prints `Connection attempt failed: <cause>` (or
+/// `error: <cause>` for a usage error) and a `hint:` line to standard error, and exits 1 (2 for
+/// usage errors). `mode` words the hints of failures met before the spec exists.
 pub fn run<F>(banner: &str, mode: AuthMode, spec: F) -> ExitCode
 where
     F: Future<Output = Result<ConnectionSpec, Error>>,
@@ -50,12 +64,7 @@ where
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => {
-            return fail(
-                &Error::Other(format!("cannot start the async runtime: {e}")),
-                mode,
-            )
-        }
+        Err(e) => return fail(&Error::Runtime(e), mode),
     };
     runtime.block_on(async {
         let spec = match spec.await {
@@ -76,7 +85,7 @@ where
 }
 
 fn fail(e: &Error, mode: AuthMode) -> ExitCode {
-    if matches!(e, Error::Usage(_)) {
+    if e.is_usage() {
         eprintln!("error: {}", e.cause());
     } else {
         eprintln!("Connection attempt failed: {}", e.cause());

@@ -13,16 +13,16 @@ use log::{LevelFilter, Log, Metadata, Record};
 static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
 
 /// What a masked secret looks like in output.
-pub const MASK: &str = "****";
+pub(crate) const MASK: &str = "****";
 
 /// Remember `value` as secret: from now on it is masked in logs and error messages, in its raw
 /// form and in its URL-encoded form. Values shorter than 4 characters are not registered, since
 /// masking them would garble ordinary text.
-pub fn register(value: &str) {
+pub(crate) fn register(value: &str) {
     if value.len() < 4 {
         return;
     }
-    let encoded = crate::custom_auth::url_encode(value);
+    let encoded = crate::encoding::url_encode(value);
     let mut secrets = SECRETS.write().unwrap_or_else(|e| e.into_inner());
     for v in [value.to_string(), encoded] {
         if !secrets.contains(&v) {
@@ -34,7 +34,7 @@ pub fn register(value: &str) {
 }
 
 /// `text` with every registered secret replaced by [`MASK`].
-pub fn redact(text: &str) -> String {
+pub(crate) fn redact(text: &str) -> String {
     let secrets = SECRETS.read().unwrap_or_else(|e| e.into_inner());
     let mut out = text.to_string();
     for s in secrets.iter() {
@@ -56,7 +56,7 @@ const CAPPED: &[&str] = &[
 
 /// Install the logger: `RUST_LOG` as usual (default `warn`), to standard error, with every
 /// registered secret masked. Calling it twice is harmless.
-pub fn init_logging() {
+pub(crate) fn init_logging() {
     let mut builder = env_logger::Builder::new();
     builder.filter_level(LevelFilter::Warn);
     if let Ok(spec) = std::env::var("RUST_LOG") {

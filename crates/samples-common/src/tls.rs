@@ -1,36 +1,137 @@
 //! TLS client configuration: trust roots, the client certificate, ALPN.
 //!
 //! The crypto provider is rustls' `ring` provider, chosen explicitly (see the workspace README for
-//! the start-up measurement behind that choice). Server certificates are always verified: against
-//! the built-in Mozilla roots (which include Amazon Root CA 1 to 4) or against `--ca-file`.
+//! the start-up measurement behind that choice; the `aws-lc-rs` feature swaps it for that
+//! benchmark). Server certificates are always verified: against
+//! the built-in Mozilla roots (which include Amazon Root CA 1 to 4) or against `--ca-file`, by
+//! rustls' own WebPKI verifier; the wrapper around it only notes that the server's certificate
+//! arrived, so that a server that never answers TLS is reported as exactly that.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use rustls::{ClientConfig, RootCertStore};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{Resumption, WebPkiServerVerifier};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::{self, PemObject};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 use crate::error::{Error, FileProblem, PemFile};
 
 /// ALPN protocol for mTLS MQTT on port 443.
-pub const ALPN_MQTT_CA: &[u8] = b"x-amzn-mqtt-ca";
+pub(crate) const ALPN_MQTT_CA: &[u8] = b"x-amzn-mqtt-ca";
 /// ALPN protocol for custom-authorizer MQTT on port 443.
-pub const ALPN_MQTT: &[u8] = b"mqtt";
+pub(crate) const ALPN_MQTT: &[u8] = b"mqtt";
 
 /// What the TLS client presents and expects.
 #[derive(Debug, Default)]
-pub struct TlsOptions<'a> {
+pub(crate) struct TlsOptions<'a> {
     /// Trust only the certificates in this PEM file instead of the built-in roots.
-    pub ca_file: Option<&'a Path>,
+    pub(crate) ca_file: Option<&'a Path>,
     /// Client certificate chain and private key for mTLS.
-    pub client_cert: Option<(&'a Path, &'a Path)>,
+    pub(crate) client_cert: Option<(&'a Path, &'a Path)>,
     /// The single ALPN protocol to offer, if any.
-    pub alpn: Option<&'a [u8]>,
+    pub(crate) alpn: Option<&'a [u8]>,
+}
+
+/// A rustls client configuration, and what it has seen of the handshake so far.
+#[derive(Clone)]
+pub(crate) struct TlsClient {
+    pub(crate) config: Arc<ClientConfig>,
+    pub(crate) progress: Arc<HandshakeProgress>,
+}
+
+impl std::fmt::Debug for TlsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The configuration holds the client's private key: show only what is harmless.
+        let alpn: Vec<String> = self
+            .config
+            .alpn_protocols
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect();
+        f.debug_struct("TlsClient")
+            .field("alpn", &alpn)
+            .field("progress", &self.progress)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether the server has answered the TLS handshake: its certificate arrived. rumqttc runs
+/// TCP, TLS and CONNECT as one step, so this is how a stall in TLS is told from a stall in MQTT.
+#[derive(Debug, Default)]
+pub(crate) struct HandshakeProgress {
+    server_answered: AtomicBool,
+}
+
+impl HandshakeProgress {
+    /// Forget what an earlier attempt saw.
+    pub(crate) fn reset(&self) {
+        self.server_answered.store(false, Ordering::SeqCst);
+    }
+
+    /// The server's certificate has arrived during this attempt.
+    pub(crate) fn server_answered(&self) -> bool {
+        self.server_answered.load(Ordering::SeqCst)
+    }
+}
+
+/// rustls' standard WebPKI verifier, unchanged, that also notes when it is first asked: that is
+/// when the server's certificate arrives. Every decision is the inner verifier's.
+#[derive(Debug)]
+struct ProgressVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    progress: Arc<HandshakeProgress>,
+}
+
+impl ServerCertVerifier for ProgressVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.progress.server_answered.store(true, Ordering::SeqCst);
+        self.inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+
+    fn requires_raw_public_keys(&self) -> bool {
+        self.inner.requires_raw_public_keys()
+    }
+
+    fn root_hint_subjects(&self) -> Option<&[rustls::DistinguishedName]> {
+        self.inner.root_hint_subjects()
+    }
 }
 
 /// Build a rustls client configuration, with errors that name the file and flag at fault.
-pub fn client_config(opts: &TlsOptions<'_>) -> Result<Arc<ClientConfig>, Error> {
+pub(crate) fn client_config(opts: &TlsOptions<'_>) -> Result<TlsClient, Error> {
     let roots = match opts.ca_file {
         Some(path) => {
             let mut roots = RootCertStore::empty();
@@ -46,11 +147,19 @@ pub fn client_config(opts: &TlsOptions<'_>) -> Result<Arc<ClientConfig>, Error> 
         None => builtin_roots(),
     };
 
-    let builder =
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Error::Other(format!("TLS setup failed: {e}")))?
-            .with_root_certificates(roots);
+    let provider = Arc::new(crypto_provider());
+    let progress = Arc::new(HandshakeProgress::default());
+    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| Error::TlsSetup(e.to_string()))?;
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::TlsSetup(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(ProgressVerifier {
+            inner: verifier,
+            progress: progress.clone(),
+        }));
 
     let mut config = match opts.client_cert {
         Some((cert_path, key_path)) => {
@@ -75,11 +184,17 @@ pub fn client_config(opts: &TlsOptions<'_>) -> Result<Arc<ClientConfig>, Error> 
     if let Some(alpn) = opts.alpn {
         config.alpn_protocols = vec![alpn.to_vec()];
     }
-    Ok(Arc::new(config))
+    // A sample makes one connection, so there is nothing to resume; and a resumed handshake
+    // would skip the certificate that `HandshakeProgress` watches for.
+    config.resumption = Resumption::disabled();
+    Ok(TlsClient {
+        config: Arc::new(config),
+        progress,
+    })
 }
 
 /// The rustls crypto provider: ring, or aws-lc-rs with the `aws-lc-rs` feature (benchmarks only).
-pub fn crypto_provider() -> rustls::crypto::CryptoProvider {
+fn crypto_provider() -> rustls::crypto::CryptoProvider {
     #[cfg(feature = "aws-lc-rs")]
     return rustls::crypto::aws_lc_rs::default_provider();
     #[cfg(not(feature = "aws-lc-rs"))]
@@ -87,7 +202,7 @@ pub fn crypto_provider() -> rustls::crypto::CryptoProvider {
 }
 
 /// The built-in trust roots: Mozilla's root program, the same on every machine.
-pub fn builtin_roots() -> RootCertStore {
+pub(crate) fn builtin_roots() -> RootCertStore {
     RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     }
@@ -107,7 +222,10 @@ pub(crate) fn read_file(which: PemFile, path: &Path) -> Result<Vec<u8>, Error> {
 }
 
 /// All `CERTIFICATE` blocks of a PEM file, at least one.
-pub fn read_certs(which: PemFile, path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
+pub(crate) fn read_certs(
+    which: PemFile,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, Error> {
     let bytes = read_file(which, path)?;
     let file_error = |problem| Error::File {
         which,
@@ -124,7 +242,7 @@ pub fn read_certs(which: PemFile, path: &Path) -> Result<Vec<CertificateDer<'sta
 }
 
 /// The first private key of a PEM file: PKCS#1, PKCS#8 or SEC1.
-pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
+pub(crate) fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
     let bytes = read_file(PemFile::PrivateKey, path)?;
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| Error::File {
         which: PemFile::PrivateKey,
@@ -232,6 +350,6 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        assert_eq!(config.alpn_protocols, vec![b"mqtt".to_vec()]);
+        assert_eq!(config.config.alpn_protocols, vec![b"mqtt".to_vec()]);
     }
 }

@@ -4,7 +4,17 @@
 //! `host` header signed (reference §3). The session token is left out of the signature and
 //! appears once in the query. The request is signed again on every connection attempt, with a
 //! fresh date and the credentials provider asked again.
+//!
+//! The canonical request and string to sign are built here, by hand, and shared with nothing:
+//! iot-core-local's SigV4 verifier has its own canonicalisation, written apart, and the tests
+//! check each against the other and both against vectors from independent signers. Code shared
+//! between them would let one mistake pass on both sides.
+//!
+//! When the credential chain finds nothing, the profile files are read again (with aws-config's
+//! own loader) to say what the chain does not: that `AWS_PROFILE` names a profile no file
+//! defines, or that a file named by `AWS_SHARED_CREDENTIALS_FILE`/`AWS_CONFIG_FILE` is missing.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -12,30 +22,47 @@ use aws_config::default_provider::credentials::DefaultCredentialsChain;
 use aws_config::Region;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_credential_types::Credentials;
+use aws_runtime::env_config::file::EnvConfigFiles;
 use aws_sigv4::sign::v4::{calculate_signature, generate_signing_key};
+use aws_types::os_shim_internal::{Env, Fs};
 
-use crate::custom_auth::url_encode;
-use crate::error::Error;
-use crate::secrets;
+use crate::encoding::url_encode;
+use crate::error::{CredentialsProblem, Error, ProfileFileKind};
+use crate::secrets::{self, MASK};
 
 /// The SigV4 service name of the AWS IoT data plane.
-pub const SERVICE: &str = "iotdevicegateway";
+const SERVICE: &str = "iotdevicegateway";
 /// The WebSocket path of the AWS IoT data plane.
-pub const PATH: &str = "/mqtt";
+const PATH: &str = "/mqtt";
 
 /// SHA-256 of the empty payload, as hex.
 const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 /// The parts of a SigV4 presigned `GET /mqtt`, kept apart so that each can be checked.
-#[derive(Debug)]
+/// `Debug` masks the signature and the query that carries it (and the session token).
 pub struct Presigned {
     /// The sorted, encoded query without `X-Amz-Signature` and `X-Amz-Security-Token`.
     pub canonical_query: String,
+    /// The SigV4 canonical request (method, path, query, the `host` header, payload hash).
     pub canonical_request: String,
+    /// The SigV4 string to sign (algorithm, date, scope, hash of the canonical request).
     pub string_to_sign: String,
+    /// The hex HMAC-SHA256 signature.
     pub signature: String,
     /// What to request: `/mqtt?<canonical query>[&X-Amz-Security-Token=..]&X-Amz-Signature=..`.
     pub path_and_query: String,
+}
+
+impl std::fmt::Debug for Presigned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Presigned")
+            .field("canonical_query", &self.canonical_query)
+            .field("canonical_request", &self.canonical_request)
+            .field("string_to_sign", &self.string_to_sign)
+            .field("signature", &MASK)
+            .field("path_and_query", &MASK)
+            .finish()
+    }
 }
 
 /// Presign `GET /mqtt` for `host_header` (exactly the `Host` header that will be sent). Only `host`
@@ -70,7 +97,10 @@ pub fn presign(
     );
     let string_to_sign = format!(
         "AWS4-HMAC-SHA256\n{date_time}\n{scope}\n{}",
-        hex(ring::digest::digest(&ring::digest::SHA256, canonical_request.as_bytes()).as_ref())
+        hex::encode(ring::digest::digest(
+            &ring::digest::SHA256,
+            canonical_request.as_bytes()
+        ))
     );
     let key = generate_signing_key(credentials.secret_access_key(), time, region, SERVICE);
     let signature = calculate_signature(key, string_to_sign.as_bytes());
@@ -89,10 +119,6 @@ pub fn presign(
         signature,
         path_and_query,
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `(yyyymmdd, yyyymmddTHHMMSSZ)` in UTC.
@@ -125,7 +151,7 @@ fn amz_date(time: SystemTime) -> (String, String) {
 /// Credentials from the standard AWS chain (environment, profiles, SSO, web identity, ECS, IMDS),
 /// with the provider kept so that each connection attempt can ask again.
 #[derive(Clone)]
-pub struct CredentialSource {
+pub(crate) struct CredentialSource {
     provider: SharedCredentialsProvider,
     resolved: Credentials,
 }
@@ -134,16 +160,23 @@ impl CredentialSource {
     /// Resolve credentials now, failing fast with a clear error when the chain finds none.
     /// `region` is the signing region; the chain needs one for SSO and web identity, and given
     /// it here it does not go looking for one (in IMDS, among others).
-    pub async fn load_default_chain(region: &str) -> Result<Self, Error> {
+    pub(crate) async fn load_default_chain(region: &str) -> Result<Self, Error> {
         let chain = DefaultCredentialsChain::builder()
             .region(Region::new(region.to_string()))
             .build()
             .await;
         let provider = SharedCredentialsProvider::new(chain);
-        let resolved = provider
-            .provide_credentials()
-            .await
-            .map_err(|e| Error::NoCredentials(first_line(&e)))?;
+        let resolved = match provider.provide_credentials().await {
+            Ok(resolved) => resolved,
+            Err(e) => {
+                log::debug!("the credential chain found nothing: {e}");
+                let problem = match diagnose_profiles(&Env::real()).await {
+                    Some(problem) => problem,
+                    None => CredentialsProblem::NoneFound(first_line(&e)),
+                };
+                return Err(Error::NoCredentials(problem));
+            }
+        };
         register_credentials(&resolved);
         log::info!(
             "using AWS access key {} ({}session token)",
@@ -158,7 +191,7 @@ impl CredentialSource {
     }
 
     /// Fresh credentials for a new attempt; the ones resolved at start if the provider fails now.
-    pub async fn current(&self) -> Credentials {
+    pub(crate) async fn current(&self) -> Credentials {
         match self.provider.provide_credentials().await {
             Ok(c) => {
                 register_credentials(&c);
@@ -202,14 +235,72 @@ fn first_line(e: &dyn std::error::Error) -> String {
         .join("; ")
 }
 
+/// What the profile files say about a chain that found nothing, when they say more than the
+/// chain: a file its environment variable names that does not exist, or an `AWS_PROFILE` that no
+/// file defines. `None` when the files explain nothing. Reads the files only, never the network.
+async fn diagnose_profiles(env: &Env) -> Option<CredentialsProblem> {
+    let home = env.get("HOME").or_else(|_| env.get("USERPROFILE")).ok();
+    let mut missing = Vec::new();
+    let mut searched = Vec::new();
+    let mut absent = Vec::new();
+    for kind in [ProfileFileKind::Credentials, ProfileFileKind::Config] {
+        let (path, overridden) = match env.get(kind.variable()) {
+            Ok(path) => (expand_home(&path, home.as_deref()), true),
+            Err(_) => (default_profile_path(kind, home.as_deref()), false),
+        };
+        match (path.exists(), overridden) {
+            (true, _) => searched.push(path),
+            (false, true) => missing.push((kind, path)),
+            (false, false) => absent.push(path),
+        }
+    }
+    if !missing.is_empty() {
+        return Some(CredentialsProblem::MissingFiles(missing));
+    }
+
+    let profile = env.get("AWS_PROFILE").ok().filter(|p| !p.is_empty())?;
+    let profiles = aws_config::profile::load(&Fs::real(), env, &EnvConfigFiles::default(), None)
+        .await
+        .map_err(|e| log::debug!("the profile files do not load: {e}"))
+        .ok()?;
+    if profiles.get_profile(&profile).is_some() {
+        return None;
+    }
+    let mut defined: Vec<String> = profiles.profiles().map(str::to_string).collect();
+    defined.sort();
+    Some(CredentialsProblem::ProfileNotFound {
+        profile,
+        searched,
+        absent,
+        defined,
+    })
+}
+
+/// `~/.aws/credentials` or `~/.aws/config`.
+fn default_profile_path(kind: ProfileFileKind, home: Option<&str>) -> PathBuf {
+    let name = match kind {
+        ProfileFileKind::Credentials => "credentials",
+        ProfileFileKind::Config => "config",
+    };
+    expand_home(&format!("~/.aws/{name}"), home)
+}
+
+/// A leading `~/` is the home directory, as the AWS CLI and SDKs read these paths.
+fn expand_home(path: &str, home: Option<&str>) -> PathBuf {
+    match (path.strip_prefix("~/"), home) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(path),
+    }
+}
+
 /// Signs each WebSocket upgrade request just before it is sent.
-pub struct RequestSigner {
+pub(crate) struct RequestSigner {
     credentials: CredentialSource,
     region: String,
 }
 
 impl RequestSigner {
-    pub fn new(credentials: CredentialSource, region: String) -> Arc<Self> {
+    pub(crate) fn new(credentials: CredentialSource, region: String) -> Arc<Self> {
         Arc::new(RequestSigner {
             credentials,
             region,
@@ -217,7 +308,7 @@ impl RequestSigner {
     }
 
     /// Replace the request's path and query with a fresh presigned one for its own Host header.
-    pub async fn sign(&self, mut request: http::Request<()>) -> http::Request<()> {
+    pub(crate) async fn sign(&self, mut request: http::Request<()>) -> http::Request<()> {
         let host = request
             .headers()
             .get(http::header::HOST)
@@ -250,5 +341,183 @@ mod tests {
         assert_eq!(amz_date(t), ("20261122".into(), "20261122T112850Z".into()));
         let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29T00:00:00Z
         assert_eq!(amz_date(leap).1, "20000229T000000Z");
+    }
+
+    #[test]
+    fn presigned_debug_masks_the_signature_and_the_session_token() {
+        let creds = Credentials::new(
+            "AKIDEXAMPLE",
+            "secret-access-key",
+            Some("session-token-value".into()),
+            None,
+            "test",
+        );
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_346_930);
+        let presigned = presign("h.example", "us-east-1", &creds, t);
+        let debug = format!("{presigned:?}");
+        assert!(!debug.contains(&presigned.signature), "{debug}");
+        assert!(!debug.contains("session-token-value"), "{debug}");
+        assert!(!debug.contains("secret-access-key"), "{debug}");
+        assert!(debug.contains(r#"signature: "****""#), "{debug}");
+        assert!(debug.contains("X-Amz-Credential=AKIDEXAMPLE"), "{debug}");
+    }
+
+    /// A scratch HOME with the given files; `~/.aws` exists only if a file goes there.
+    fn scratch_home(name: &str, files: &[(&str, &str)]) -> PathBuf {
+        let home = std::env::temp_dir().join(format!(
+            "samples-common-profiles-{}-{name}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&home);
+        std::fs::create_dir_all(&home).unwrap();
+        for (path, contents) in files {
+            let path = home.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, contents).unwrap();
+        }
+        home
+    }
+
+    const CREDENTIALS: &str = "[default]\naws_access_key_id = AKIDDEFAULT\n\
+        aws_secret_access_key = s1\n\n[dev]\naws_access_key_id = AKIDDEV\n\
+        aws_secret_access_key = s2\n";
+
+    async fn diagnose(vars: &[(&str, &str)]) -> Option<CredentialsProblem> {
+        diagnose_profiles(&Env::from_slice(vars)).await
+    }
+
+    fn no_credentials(problem: CredentialsProblem) -> (String, String) {
+        let e = Error::NoCredentials(problem);
+        (e.cause(), e.hint(crate::AuthMode::SigV4WebSocket))
+    }
+
+    #[tokio::test]
+    async fn a_mistyped_aws_profile_names_the_files_and_the_profiles_they_define() {
+        let home = scratch_home("typo", &[(".aws/credentials", CREDENTIALS)]);
+        let h = home.to_str().unwrap();
+        let problem = diagnose(&[("HOME", h), ("AWS_PROFILE", "deev")])
+            .await
+            .unwrap();
+        let (cause, hint) = no_credentials(problem);
+        assert_eq!(
+            cause,
+            format!(
+                "no AWS credentials found: profile 'deev' (AWS_PROFILE) not found in \
+                 {h}/.aws/credentials"
+            )
+        );
+        assert_eq!(
+            hint,
+            "check the spelling of AWS_PROFILE; the profiles defined are 'default', 'dev' \
+             (`aws configure list-profiles`)"
+        );
+        // The same profile name, spelt right, explains nothing: the chain's own message stands.
+        assert_eq!(diagnose(&[("HOME", h), ("AWS_PROFILE", "dev")]).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_profile_in_the_config_file_counts_and_a_missing_one_is_named() {
+        let home = scratch_home(
+            "config",
+            &[(".aws/config", "[profile sso-user]\nregion = eu-west-1\n")],
+        );
+        let h = home.to_str().unwrap();
+        assert_eq!(
+            diagnose(&[("HOME", h), ("AWS_PROFILE", "sso-user")]).await,
+            None
+        );
+        let (cause, hint) = no_credentials(
+            diagnose(&[("HOME", h), ("AWS_PROFILE", "other")])
+                .await
+                .unwrap(),
+        );
+        assert_eq!(
+            cause,
+            format!(
+                "no AWS credentials found: profile 'other' (AWS_PROFILE) not found in \
+                 {h}/.aws/config"
+            )
+        );
+        assert_eq!(
+            hint,
+            "check the spelling of AWS_PROFILE; the profiles defined are 'sso-user' \
+             (`aws configure list-profiles`)"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_profile_with_no_profile_files_at_all_says_so() {
+        let home = scratch_home("empty", &[]);
+        let h = home.to_str().unwrap();
+        let (cause, hint) = no_credentials(
+            diagnose(&[("HOME", h), ("AWS_PROFILE", "work")])
+                .await
+                .unwrap(),
+        );
+        assert_eq!(
+            cause,
+            format!(
+                "no AWS credentials found: profile 'work' (AWS_PROFILE) not found: there is no \
+                 {h}/.aws/credentials and no {h}/.aws/config"
+            )
+        );
+        assert_eq!(
+            hint,
+            "no profile is defined: create it with `aws configure --profile work`, \
+             or unset AWS_PROFILE"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_credentials_file_that_does_not_exist_is_named_with_its_variable() {
+        let home = scratch_home("missing", &[(".aws/credentials", CREDENTIALS)]);
+        let h = home.to_str().unwrap();
+        let wrong = format!("{h}/.aws/credentails");
+        let (cause, hint) = no_credentials(
+            diagnose(&[("HOME", h), ("AWS_SHARED_CREDENTIALS_FILE", &wrong)])
+                .await
+                .unwrap(),
+        );
+        assert_eq!(
+            cause,
+            format!(
+                "no AWS credentials found: the credentials file {wrong} \
+                 (AWS_SHARED_CREDENTIALS_FILE) does not exist"
+            )
+        );
+        assert_eq!(
+            hint,
+            "point AWS_SHARED_CREDENTIALS_FILE at an existing file or unset it, \
+             or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        );
+        let (cause, hint) = no_credentials(
+            diagnose(&[
+                ("HOME", h),
+                ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials"),
+                ("AWS_CONFIG_FILE", "~/nope/config"),
+                ("AWS_PROFILE", "dev"),
+            ])
+            .await
+            .unwrap(),
+        );
+        assert_eq!(
+            cause,
+            format!(
+                "no AWS credentials found: the credentials file /nonexistent/credentials \
+                 (AWS_SHARED_CREDENTIALS_FILE) and the config file {h}/nope/config \
+                 (AWS_CONFIG_FILE) do not exist"
+            )
+        );
+        assert_eq!(
+            hint,
+            "point AWS_SHARED_CREDENTIALS_FILE and AWS_CONFIG_FILE at existing files or unset \
+             them, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        );
+    }
+
+    #[tokio::test]
+    async fn no_profile_and_no_overrides_leave_the_chain_message() {
+        let home = scratch_home("nothing", &[]);
+        assert_eq!(diagnose(&[("HOME", home.to_str().unwrap())]).await, None);
     }
 }

@@ -3,11 +3,13 @@
 //! Port 8883 is plain MQTT over TLS; on port 443 the sample offers ALPN `x-amzn-mqtt-ca`,
 //! which is how AWS IoT Core tells an mTLS client from a WebSocket one on that port.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use samples_common::args::ConnectionArgs;
+use samples_common::args::{self, ConnectionArgs};
 use samples_common::{spec, AuthMode};
 
 const BANNER: &str = "mtls-connect - MQTT over TLS with an X.509 client certificate";
@@ -20,8 +22,8 @@ const BANNER: &str = "mtls-connect - MQTT over TLS with an X.509 client certific
     after_help = "Examples:\n  \
         cargo run -p mtls-connect -- --cert device.pem.crt --key private.pem.key \\\n      \
         --endpoint abc123-ats.iot.eu-west-1.amazonaws.com\n  \
-        cargo run -p mtls-connect -- --cert device.pem.crt --key private.pem.key --port 443 \\\n      \
-        abc123-ats.iot.eu-west-1.amazonaws.com"
+        cargo run -p mtls-connect -- --cert device.pem.crt --key private.pem.key \\\n      \
+        --port 443 abc123-ats.iot.eu-west-1.amazonaws.com"
 )]
 struct Args {
     /// Device certificate, PEM (as written by `aws iot create-keys-and-certificate`).
@@ -37,8 +39,33 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = args::parse(AuthMode::Mtls);
     samples_common::run(BANNER, AuthMode::Mtls, async {
         spec::mtls(&args.connection, &args.cert, &args.key)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn help_names_port_8883_and_its_examples_paste() {
+        let help = args::command::<Args>(AuthMode::Mtls)
+            .term_width(80)
+            .render_help()
+            .to_string();
+        assert!(help.contains("[default: 8883]"), "{help}");
+        let examples: Vec<&str> = help.lines().skip_while(|l| *l != "Examples:").collect();
+        assert_eq!(
+            examples,
+            [
+                "Examples:",
+                "  cargo run -p mtls-connect -- --cert device.pem.crt --key private.pem.key \\",
+                "      --endpoint abc123-ats.iot.eu-west-1.amazonaws.com",
+                "  cargo run -p mtls-connect -- --cert device.pem.crt --key private.pem.key \\",
+                "      --port 443 abc123-ats.iot.eu-west-1.amazonaws.com",
+            ]
+        );
+    }
 }
