@@ -1,5 +1,5 @@
 //! Token signing and SigV4 presigning checked against vectors made by independent
-//! implementations (openssl, the AWS CRT signer) in `../shared/vectors/`.
+//! implementations (openssl, the AWS CRT signer), kept in the repository's `testdata/vectors/`.
 
 use std::path::PathBuf;
 
@@ -7,7 +7,7 @@ use samples_common::custom_auth::{build_username, url_encode, TokenSigner, Usern
 use serde_json::Value;
 
 fn vectors_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/vectors")
 }
 
 fn load(name: &str) -> Value {
