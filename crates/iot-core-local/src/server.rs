@@ -79,7 +79,10 @@ pub enum ServeError {
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsSetupError),
     #[error("authorizer {name}: {reason}")]
-    AuthorizerKeys { name: String, reason: String },
+    AuthorizerKeys {
+        name: String,
+        reason: custom_auth::KeyError,
+    },
     #[error(transparent)]
     Broker(#[from] broker::BrokerError),
     #[error("cannot listen on {addr}: {source}")]
@@ -481,7 +484,7 @@ impl Conn<'_> {
                     reason::CLIENT_ID_NOT_VALID => "Client identifier not valid".to_string(),
                     _ => format!(
                         "Client is not authenticated/authorized to send the message:{}",
-                        custom_auth::uuid_v4()
+                        uuid::Uuid::new_v4()
                     ),
                 };
                 self.refuse(&mut stream, connect.version, code, &text).await;
