@@ -1,5 +1,7 @@
 //! The `iot-core-local` command: `init` creates a local account, `serve` runs the endpoint.
 
+#![forbid(unsafe_code)]
+
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;

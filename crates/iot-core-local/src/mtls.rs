@@ -162,11 +162,7 @@ fn chains_to(
 
 /// SHA-256 of the certificate DER, as hex: what `aws iot describe-certificate` calls the id.
 pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
-    ring::digest::digest(&ring::digest::SHA256, cert.as_ref())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, cert.as_ref()))
 }
 
 fn short(fingerprint: &str) -> &str {
