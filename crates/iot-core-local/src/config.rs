@@ -385,7 +385,8 @@ mod tests {
 
     #[test]
     fn check_names_each_owner_of_an_unknown_policy() {
-        let cases: [(&str, fn(&mut Config)); 4] = [
+        type BreakIt = fn(&mut Config);
+        let cases: [(&str, BreakIt); 4] = [
             ("certificate 'test-device'", |c| {
                 c.certificates[0].policies = vec!["missing".into()]
             }),

@@ -148,8 +148,6 @@ pub fn verify_signature(
         .map(|(name, _)| name.clone())
 }
 
-/// What the Lambda request event is built from.
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
