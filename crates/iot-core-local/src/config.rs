@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 /// The file name `init` writes and `serve` reads.
 pub const FILE_NAME: &str = "iot-core-local.toml";
 
+/// Why the account file cannot be used. Each variant names what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {}: {source}", .path.display())]
@@ -17,10 +18,27 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{}: {message}", .path.display())]
-    Parse { path: PathBuf, message: String },
-    #[error("{0}")]
-    Invalid(String),
+    #[error("{}: {source}", .path.display())]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    /// `owner` says who names it, e.g. "certificate 'test-device'".
+    #[error("{owner} names policy '{policy}', which is not under [policies]")]
+    UnknownPolicy { owner: String, policy: String },
+    #[error("authorizers {} all have default = true: at most one authorizer may be the default", quoted(.names))]
+    SeveralDefaultAuthorizers { names: Vec<String> },
+    #[error("authorizer '{authorizer}' has signing enabled: it needs token_key_name and token_signing_public_keys (or signing_disabled = true)")]
+    SigningWithoutKeys { authorizer: String },
+    #[error("policy '{policy}' is not valid JSON: {detail}")]
+    PolicyNotJson { policy: String, detail: String },
+    #[error("cannot write the account as TOML: {0}")]
+    Serialize(#[from] toml::ser::Error),
+}
+
+fn quoted(names: &[String]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
+    quoted.join(", ")
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -170,8 +188,8 @@ pub enum Function {
 }
 
 /// A built-in authorizer rule: every field given must match. The response is what a Lambda
-/// would return: this principal, these policies.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// would return: this principal, these policies. `Debug` leaves out the password and the token.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -186,6 +204,21 @@ pub struct Rule {
     pub disconnect_after_seconds: u64,
     #[serde(default = "default_refresh")]
     pub refresh_after_seconds: u64,
+}
+
+impl std::fmt::Debug for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |secret: &Option<String>| secret.as_ref().map(|_| "<redacted>");
+        f.debug_struct("Rule")
+            .field("username", &self.username)
+            .field("password", &redacted(&self.password))
+            .field("token", &redacted(&self.token))
+            .field("principal_id", &self.principal_id)
+            .field("policies", &self.policies)
+            .field("disconnect_after_seconds", &self.disconnect_after_seconds)
+            .field("refresh_after_seconds", &self.refresh_after_seconds)
+            .finish()
+    }
 }
 
 fn default_disconnect() -> u64 {
@@ -203,65 +236,311 @@ impl Config {
             path: path.clone(),
             source,
         })?;
-        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        let config: Config =
+            toml::from_str(&text).map_err(|source| ConfigError::Parse { path, source })?;
         config.check()?;
         Ok(config)
     }
 
     /// Cross-references: every policy named exists, at most one default authorizer, signing
-    /// authorizers have a token key name and keys.
+    /// authorizers have a token key name and keys, every policy is JSON.
     pub fn check(&self) -> Result<(), ConfigError> {
-        let known = |p: &String| self.policies.contains_key(p);
-        let mut named: Vec<(&str, &String)> = Vec::new();
+        let mut named: Vec<(String, &String)> = Vec::new();
         for c in &self.certificates {
-            named.extend(c.policies.iter().map(|p| (c.id.as_str(), p)));
+            let owner = format!("certificate '{}'", c.id);
+            named.extend(c.policies.iter().map(|p| (owner.clone(), p)));
         }
         for c in &self.ca_certificates {
-            named.extend(c.auto_register_policies.iter().map(|p| (c.id.as_str(), p)));
+            let owner = format!("CA certificate '{}' (auto_register_policies)", c.id);
+            named.extend(c.auto_register_policies.iter().map(|p| (owner.clone(), p)));
         }
         for k in &self.credentials {
-            named.extend(k.policies.iter().map(|p| (k.access_key_id.as_str(), p)));
+            let owner = format!("access key {}", k.access_key_id);
+            named.extend(k.policies.iter().map(|p| (owner.clone(), p)));
         }
         for a in &self.authorizers {
             if let Function::Rules { rules } = &a.function {
+                let owner = format!("a rule of authorizer '{}'", a.name);
                 for r in rules {
-                    named.extend(r.policies.iter().map(|p| (a.name.as_str(), p)));
+                    named.extend(r.policies.iter().map(|p| (owner.clone(), p)));
                 }
             }
         }
-        if let Some((owner, p)) = named.iter().find(|(_, p)| !known(p)) {
-            return Err(ConfigError::Invalid(format!(
-                "{owner} names policy '{p}', which is not under [policies]"
-            )));
+        if let Some((owner, policy)) = named
+            .into_iter()
+            .find(|(_, p)| !self.policies.contains_key(*p))
+        {
+            return Err(ConfigError::UnknownPolicy {
+                owner,
+                policy: policy.clone(),
+            });
         }
-        if self.authorizers.iter().filter(|a| a.default).count() > 1 {
-            return Err(ConfigError::Invalid(
-                "more than one authorizer has default = true".into(),
-            ));
+        let defaults: Vec<String> = self
+            .authorizers
+            .iter()
+            .filter(|a| a.default)
+            .map(|a| a.name.clone())
+            .collect();
+        if defaults.len() > 1 {
+            return Err(ConfigError::SeveralDefaultAuthorizers { names: defaults });
         }
         for a in &self.authorizers {
             if !a.signing_disabled
                 && (a.token_key_name.is_none() || a.token_signing_public_keys.is_empty())
             {
-                return Err(ConfigError::Invalid(format!(
-                    "authorizer '{}' has signing enabled: it needs token_key_name and token_signing_public_keys",
-                    a.name
-                )));
+                return Err(ConfigError::SigningWithoutKeys {
+                    authorizer: a.name.clone(),
+                });
             }
         }
         for (name, doc) in &self.policies {
             serde_json::from_str::<serde_json::Value>(doc).map_err(|e| {
-                ConfigError::Invalid(format!("policy '{name}' is not valid JSON: {e}"))
+                ConfigError::PolicyNotJson {
+                    policy: name.clone(),
+                    detail: e.to_string(),
+                }
             })?;
         }
         Ok(())
     }
 
     /// Serialize to TOML (used by `init`).
-    pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_default()
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        Ok(toml::to_string_pretty(self)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: &str = r#"{"Version":"2012-10-17","Statement":[]}"#;
+
+    fn rule(policies: &[&str]) -> Rule {
+        Rule {
+            username: Some("demo-user".into()),
+            password: Some("PASSWORD-SECRET".into()),
+            token: Some("TOKEN-SECRET".into()),
+            principal_id: "demoUser".into(),
+            policies: policies.iter().map(|p| p.to_string()).collect(),
+            disconnect_after_seconds: 86400,
+            refresh_after_seconds: 300,
+        }
+    }
+
+    fn authorizer(name: &str, default: bool) -> Authorizer {
+        Authorizer {
+            name: name.into(),
+            status: Status::Active,
+            default,
+            signing_disabled: true,
+            token_key_name: None,
+            token_signing_public_keys: BTreeMap::new(),
+            function: Function::Rules {
+                rules: vec![rule(&["p"])],
+            },
+        }
+    }
+
+    /// A small account that passes `check`: one of everything that names a policy.
+    fn valid() -> Config {
+        Config {
+            region: "us-east-1".into(),
+            account_id: "123456789012".into(),
+            endpoint: "localhost".into(),
+            server: ServerConfig {
+                bind: "127.0.0.1".into(),
+                port_443: 0,
+                port_8883: 0,
+                certificate: "server.pem".into(),
+                private_key: "server.key".into(),
+                ca_certificate: "server-ca.pem".into(),
+                clock_skew_seconds: 300,
+                authorizer_timeout_ms: 5000,
+                connack_on_v311_reject: false,
+                max_pending_connections: DEFAULT_MAX_PENDING,
+            },
+            ca_certificates: vec![CaCertificate {
+                id: "device-ca".into(),
+                certificate: "device-ca.pem".into(),
+                status: Status::Active,
+                auto_register_policies: vec!["p".into()],
+            }],
+            certificates: vec![Certificate {
+                id: "test-device".into(),
+                certificate: "device.pem".into(),
+                status: Status::Active,
+                policies: vec!["p".into()],
+            }],
+            credentials: vec![AccessKey {
+                access_key_id: "AKIAEXAMPLE".into(),
+                secret_access_key: "SECRET-ACCESS-KEY".into(),
+                session_token: Some("SESSION-TOKEN-SECRET".into()),
+                policies: vec!["p".into()],
+            }],
+            authorizers: vec![authorizer("a1", true), authorizer("a2", false)],
+            policies: BTreeMap::from([("p".to_string(), POLICY.to_string())]),
+        }
+    }
+
+    #[test]
+    fn a_valid_account_passes_and_round_trips_through_toml() {
+        let config = valid();
+        config.check().expect("valid");
+        let text = config.to_toml().expect("serializes");
+        let back: Config = toml::from_str(&text).expect("parses back");
+        back.check().expect("still valid");
+        assert_eq!(back.authorizers.len(), 2);
+        assert_eq!(back.credentials[0].secret_access_key, "SECRET-ACCESS-KEY");
+    }
+
+    #[test]
+    fn check_names_each_owner_of_an_unknown_policy() {
+        type BreakIt = fn(&mut Config);
+        let cases: [(&str, BreakIt); 4] = [
+            ("certificate 'test-device'", |c| {
+                c.certificates[0].policies = vec!["missing".into()]
+            }),
+            ("CA certificate 'device-ca' (auto_register_policies)", |c| {
+                c.ca_certificates[0].auto_register_policies = vec!["missing".into()]
+            }),
+            ("access key AKIAEXAMPLE", |c| {
+                c.credentials[0].policies = vec!["missing".into()]
+            }),
+            ("a rule of authorizer 'a2'", |c| {
+                c.authorizers[1].function = Function::Rules {
+                    rules: vec![rule(&["p", "missing"])],
+                }
+            }),
+        ];
+        for (owner, break_it) in cases {
+            let mut config = valid();
+            break_it(&mut config);
+            let err = config.check().expect_err(owner);
+            assert!(
+                matches!(&err, ConfigError::UnknownPolicy { owner: o, policy } if o == owner && policy == "missing"),
+                "{err:?}"
+            );
+            assert_eq!(
+                err.to_string(),
+                format!("{owner} names policy 'missing', which is not under [policies]")
+            );
+        }
+    }
+
+    #[test]
+    fn check_refuses_two_default_authorizers() {
+        let mut config = valid();
+        config.authorizers[1].default = true;
+        let err = config.check().expect_err("two defaults");
+        assert!(
+            matches!(&err, ConfigError::SeveralDefaultAuthorizers { names } if names == &["a1", "a2"]),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "authorizers 'a1', 'a2' all have default = true: at most one authorizer may be the default"
+        );
+    }
+
+    #[test]
+    fn check_refuses_signing_without_a_token_key_name_or_keys() {
+        let mut no_name = valid();
+        no_name.authorizers[1].signing_disabled = false;
+        no_name.authorizers[1].token_signing_public_keys =
+            BTreeMap::from([("k".to_string(), PathBuf::from("k.pem"))]);
+        let mut no_keys = valid();
+        no_keys.authorizers[1].signing_disabled = false;
+        no_keys.authorizers[1].token_key_name = Some("token".into());
+        for config in [no_name, no_keys] {
+            let err = config.check().expect_err("signing without keys");
+            assert!(
+                matches!(&err, ConfigError::SigningWithoutKeys { authorizer } if authorizer == "a2"),
+                "{err:?}"
+            );
+            assert_eq!(
+                err.to_string(),
+                "authorizer 'a2' has signing enabled: it needs token_key_name and token_signing_public_keys (or signing_disabled = true)"
+            );
+        }
+    }
+
+    #[test]
+    fn check_refuses_a_policy_that_is_not_json() {
+        let mut config = valid();
+        config
+            .policies
+            .insert("broken".into(), "{\"Version\": ".into());
+        let err = config.check().expect_err("not JSON");
+        assert!(
+            matches!(&err, ConfigError::PolicyNotJson { policy, .. } if policy == "broken"),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("policy 'broken' is not valid JSON: EOF while parsing"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn load_reports_a_missing_file_and_bad_toml_with_the_path() {
+        let dir = std::env::temp_dir().join(format!("config-load-{}", uuid::Uuid::new_v4()));
+        let err = Config::load(&dir).expect_err("no file");
+        assert!(matches!(&err, ConfigError::Read { path, .. } if path == &dir.join(FILE_NAME)));
+        assert!(
+            err.to_string()
+                .starts_with(&format!("cannot read {}: ", dir.join(FILE_NAME).display())),
+            "{err}"
+        );
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(
+            dir.join(FILE_NAME),
+            "region = \"us-east-1\"\nnot toml at all\n",
+        )
+        .expect("write");
+        let err = Config::load(&dir).expect_err("bad TOML");
+        assert!(matches!(&err, ConfigError::Parse { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{}: ", dir.join(FILE_NAME).display())),
+            "{err}"
+        );
+        // A parsed file is checked too.
+        let mut config = valid();
+        config.authorizers[1].default = true;
+        let text = config.to_toml().expect("serializes");
+        std::fs::write(dir.join(FILE_NAME), text).expect("write");
+        assert!(matches!(
+            Config::load(&dir),
+            Err(ConfigError::SeveralDefaultAuthorizers { .. })
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let config = valid();
+        let shown = format!("{config:?}");
+        for secret in [
+            "PASSWORD-SECRET",
+            "TOKEN-SECRET",
+            "SECRET-ACCESS-KEY",
+            "SESSION-TOKEN-SECRET",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        let rule = format!("{:?}", rule(&["p"]));
+        assert!(
+            rule.contains("username: Some(\"demo-user\")")
+                && rule.contains("password: Some(\"<redacted>\")")
+                && rule.contains("token: Some(\"<redacted>\")"),
+            "{rule}"
+        );
+        let no_password = Rule {
+            password: None,
+            ..super::tests::rule(&[])
+        };
+        assert!(format!("{no_password:?}").contains("password: None"));
     }
 }

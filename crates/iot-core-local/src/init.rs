@@ -52,8 +52,16 @@ pub enum InitError {
     },
     #[error("certificate generation failed: {0}")]
     Cert(#[from] rcgen::Error),
-    #[error("key generation failed: {0}")]
-    Key(String),
+    #[error("RSA key generation failed: {0}")]
+    RsaKey(#[from] rsa::Error),
+    #[error("cannot encode the token-signing private key as PEM: {0}")]
+    PrivateKeyPem(#[from] rsa::pkcs8::Error),
+    #[error("cannot encode the token-signing public key as PEM: {0}")]
+    PublicKeyPem(#[from] rsa::pkcs8::spki::Error),
+    #[error("the operating system's random number generator failed")]
+    Random,
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// Options of `init`.
@@ -118,29 +126,23 @@ pub fn init(opts: &InitOptions) -> Result<Config, InitError> {
 
     // The token-signing key pair of the signed authorizer.
     let mut rng = rsa::rand_core::OsRng;
-    let rsa_key =
-        rsa::RsaPrivateKey::new(&mut rng, 2048).map_err(|e| InitError::Key(e.to_string()))?;
-    let private_pem = rsa_key
-        .to_pkcs8_pem(LineEnding::LF)
-        .map_err(|e| InitError::Key(e.to_string()))?;
-    let public_pem = rsa_key
-        .to_public_key()
-        .to_public_key_pem(LineEnding::LF)
-        .map_err(|e| InitError::Key(e.to_string()))?;
+    let rsa_key = rsa::RsaPrivateKey::new(&mut rng, 2048)?;
+    let private_pem = rsa_key.to_pkcs8_pem(LineEnding::LF)?;
+    let public_pem = rsa_key.to_public_key().to_public_key_pem(LineEnding::LF)?;
     write(files::AUTHORIZER_PRIVATE, &private_pem, true)?;
     write(files::AUTHORIZER_PUBLIC, &public_pem, false)?;
 
     // SigV4 access keys: one long-term, one temporary with a session token.
     let long_term = AccessKey {
-        access_key_id: format!("AKIA{}", random(UPPER_DIGITS, 16)),
-        secret_access_key: random(BASE64ISH, 40),
+        access_key_id: format!("AKIA{}", random(UPPER_DIGITS, 16)?),
+        secret_access_key: random(BASE64ISH, 40)?,
         session_token: None,
         policies: vec!["sigv4-connect".into()],
     };
     let temporary = AccessKey {
-        access_key_id: format!("ASIA{}", random(UPPER_DIGITS, 16)),
-        secret_access_key: random(BASE64ISH, 40),
-        session_token: Some(format!("IQoJb3JpZ2luX2Vj{}==", random(BASE64ISH, 200))),
+        access_key_id: format!("ASIA{}", random(UPPER_DIGITS, 16)?),
+        secret_access_key: random(BASE64ISH, 40)?,
+        session_token: Some(format!("IQoJb3JpZ2luX2Vj{}==", random(BASE64ISH, 200)?)),
         policies: vec!["sigv4-connect".into()],
     };
     write(
@@ -149,7 +151,7 @@ pub fn init(opts: &InitOptions) -> Result<Config, InitError> {
         true,
     )?;
 
-    let password = random(ALNUM, 24);
+    let password = random(ALNUM, 24)?;
     write(files::PASSWORD, &password, true)?;
 
     let config = Config {
@@ -230,7 +232,7 @@ pub fn init(opts: &InitOptions) -> Result<Config, InitError> {
             ("custom-auth-connect".to_string(), connect_policy()),
         ]),
     };
-    let text = format!("{}{}", HEADER, config.to_toml());
+    let text = format!("{}{}", HEADER, config.to_toml()?);
     write(FILE_NAME, &text, true)?;
     Ok(config)
 }
@@ -328,33 +330,43 @@ const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234
 const BASE64ISH: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /// A random string from a CSPRNG.
-fn random(alphabet: &[u8], len: usize) -> String {
+fn random(alphabet: &[u8], len: usize) -> Result<String, InitError> {
     use ring::rand::SecureRandom;
-    let rng = ring::rand::SystemRandom::new();
     let mut bytes = vec![0u8; len];
-    if rng.fill(&mut bytes).is_err() {
-        // The OS random source failing is not something to paper over.
-        panic!("the operating system's random number generator failed");
-    }
-    bytes
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| InitError::Random)?;
+    Ok(bytes
         .iter()
         .map(|b| alphabet[usize::from(*b) % alphabet.len()] as char)
-        .collect()
+        .collect())
 }
 
+/// Write `contents` to `path`. A secret file (private key, credentials, password, the account
+/// file) is created with mode 0600 from the start: an existing file is removed first, since the
+/// mode only applies to a file being created.
 fn write_file(path: &Path, contents: &str, secret: bool) -> Result<(), InitError> {
-    std::fs::write(path, contents).map_err(|source| InitError::Write {
+    use std::io::Write;
+    let failed = |source| InitError::Write {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     if secret {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        use std::os::unix::fs::OpenOptionsExt;
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(failed(e)),
+            _ => {}
+        }
+        // create_new: if something appears at `path` meanwhile, fail rather than write into it.
+        options.create_new(true).mode(0o600);
     }
     #[cfg(not(unix))]
     let _ = secret;
-    Ok(())
+    let mut file = options.open(path).map_err(failed)?;
+    file.write_all(contents.as_bytes()).map_err(failed)
 }
 
 /// The ready-to-paste commands for every sample against this account. No secret is printed:
@@ -402,4 +414,93 @@ cargo run -p custom-auth-signed -- --authorizer {signed} --authorizer-token-key-
         tv = ALLOWED_TOKEN,
         apk = files::AUTHORIZER_PRIVATE,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_account(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("init-{name}-{}", uuid::Uuid::new_v4()))
+    }
+
+    const SECRET_FILES: [&str; 8] = [
+        files::SERVER_CA_KEY,
+        files::SERVER_KEY,
+        files::DEVICE_CA_KEY,
+        files::DEVICE_KEY,
+        files::AUTHORIZER_PRIVATE,
+        files::AWS_CREDENTIALS,
+        files::PASSWORD,
+        FILE_NAME,
+    ];
+
+    #[cfg(unix)]
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn secret_files_are_created_owner_only_even_over_an_existing_file() {
+        let dir = temp_account("modes");
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        // A world-readable file where a secret goes: --force must not keep its mode.
+        std::fs::write(dir.join(files::DEVICE_KEY), "old").expect("write");
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(
+                dir.join(files::DEVICE_KEY),
+                std::fs::Permissions::from_mode(0o644),
+            )
+            .expect("chmod");
+        }
+        let opts = InitOptions {
+            dir: dir.clone(),
+            force: true,
+            port_443: 0,
+            port_8883: 0,
+        };
+        init(&opts).expect("init");
+        issue_device_certificate(&dir, "second-device").expect("issue");
+        for name in SECRET_FILES.iter().copied().chain(["second-device.key"]) {
+            assert_eq!(mode(&dir.join(name)), 0o600, "{name}");
+        }
+        // The public files are not secret: readable by others unless the umask says otherwise.
+        assert_ne!(mode(&dir.join(files::SERVER_CA)) & 0o600, 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn init_refuses_an_existing_account_without_force() {
+        let dir = temp_account("exists");
+        let mut opts = InitOptions {
+            dir: dir.clone(),
+            force: false,
+            port_443: 0,
+            port_8883: 0,
+        };
+        init(&opts).expect("first init");
+        let err = init(&opts).expect_err("second init");
+        assert!(matches!(&err, InitError::Exists(d) if d == &dir), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{} already holds an account; pass --force to overwrite it",
+                dir.display()
+            )
+        );
+        opts.force = true;
+        let config = init(&opts).expect("forced init");
+        assert_eq!(
+            Config::load(&dir).expect("loads").credentials[0].access_key_id,
+            config.credentials[0].access_key_id
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

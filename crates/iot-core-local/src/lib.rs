@@ -1,7 +1,7 @@
 //! iot-core-local: a local stand-in for an AWS IoT Core data endpoint.
 //!
-//! It enforces what AWS IoT Core enforces on connection (reference:
-//! `shared/reference/aws-iot-core-connection.md`), so that a sample refused by AWS is refused here
+//! It enforces what AWS IoT Core enforces on connection (the project's reference notes on
+//! AWS IoT Core connections), so that a sample refused by AWS is refused here
 //! with the same symptom, and one accepted here is accepted there. Read it in the order a
 //! connection travels:
 //!
@@ -14,8 +14,14 @@
 //! - [`server`]: the listeners and the per-connection pipeline; [`init`]: the local account;
 //!   [`config`]: its TOML file.
 //!
+//! The SigV4 verifier ([`sigv4`]) is written independently of the presigner the samples use
+//! (`samples-common`): the two share no canonicalisation code, so that the tests, which check
+//! each against the other, can catch a mistake in either. Do not make one call the other.
+//!
 //! Not for: production use, publish/subscribe authorization (only `iot:Connect` is enforced), or
 //! anything other than loopback by default.
+
+#![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod broker;

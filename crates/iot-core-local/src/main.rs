@@ -1,5 +1,7 @@
 //! The `iot-core-local` command: `init` creates a local account, `serve` runs the endpoint.
 
+#![forbid(unsafe_code)]
+
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -187,7 +189,14 @@ fn serve(dir: PathBuf, opts: ServeOptions) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        let region = Config::load(&dir).map(|c| c.region).unwrap_or_default();
+        let region = match Config::load(&dir) {
+            Ok(config) => config.region,
+            Err(e) => {
+                eprintln!("error: {e}");
+                running.shutdown().await;
+                return ExitCode::from(1);
+            }
+        };
         println!(
             "iot-core-local serving {} ({region})\n  443 listener:  {} (ALPN x-amzn-mqtt-ca: mTLS; mqtt: custom auth; none or http/1.1: WebSocket)\n  8883 listener: {} (mTLS)",
             dir.display(),

@@ -162,13 +162,217 @@ fn chains_to(
 
 /// SHA-256 of the certificate DER, as hex: what `aws iot describe-certificate` calls the id.
 pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
-    ring::digest::digest(&ring::digest::SHA256, cert.as_ref())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, cert.as_ref()))
 }
 
 fn short(fingerprint: &str) -> &str {
     &fingerprint[..fingerprint.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+
+    use super::*;
+
+    struct TestCa {
+        params: CertificateParams,
+        key: KeyPair,
+        der: CertificateDer<'static>,
+    }
+
+    fn test_ca(cn: &str) -> TestCa {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let der = params.self_signed(&key).expect("CA").der().clone();
+        TestCa { params, key, der }
+    }
+
+    fn device_params(cn: &str) -> CertificateParams {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params
+    }
+
+    /// A client certificate signed by `ca`.
+    fn device(cn: &str, ca: &TestCa) -> CertificateDer<'static> {
+        let key = KeyPair::generate().expect("key");
+        device_params(cn)
+            .signed_by(&key, &Issuer::new(ca.params.clone(), &ca.key))
+            .expect("signed")
+            .der()
+            .clone()
+    }
+
+    fn registered_ca(id: &str, ca: &TestCa, status: Status, auto: &[&str]) -> RegisteredCa {
+        RegisteredCa {
+            id: id.into(),
+            status,
+            anchor: webpki::anchor_from_trusted_cert(&ca.der)
+                .expect("anchor")
+                .to_owned(),
+            auto_register_policies: auto.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    fn registered(id: &str, der: &CertificateDer<'static>, status: Status) -> RegisteredCert {
+        RegisteredCert {
+            id: id.into(),
+            der: der.clone(),
+            status,
+            policies: vec!["device-connect".into()],
+        }
+    }
+
+    fn chain(der: &CertificateDer<'static>) -> Vec<CertificateDer<'static>> {
+        vec![der.clone()]
+    }
+
+    #[test]
+    fn a_registered_active_certificate_connects_with_its_policies() {
+        let ca = test_ca("ca");
+        let cert = device("dev", &ca);
+        let registry = Registry {
+            cas: vec![registered_ca("ca", &ca, Status::Active, &[])],
+            certs: vec![registered("dev", &cert, Status::Active)],
+        };
+        let fp = fingerprint(&cert);
+        assert_eq!(
+            registry.authenticate(Some(&chain(&cert))),
+            Ok(CertIdentity {
+                principal: format!("certificate dev ({})", &fp[..12]),
+                policies: vec!["device-connect".into()],
+            })
+        );
+    }
+
+    #[test]
+    fn an_inactive_certificate_is_refused() {
+        let ca = test_ca("ca");
+        let cert = device("dev", &ca);
+        let registry = Registry {
+            cas: vec![registered_ca("ca", &ca, Status::Active, &[])],
+            certs: vec![registered("dev", &cert, Status::Inactive)],
+        };
+        let err = registry
+            .authenticate(Some(&chain(&cert)))
+            .expect_err("inactive");
+        assert_eq!(err, CertDenial::Inactive("dev".into()));
+        assert_eq!(err.to_string(), "certificate dev is INACTIVE");
+    }
+
+    #[test]
+    fn a_certificate_of_an_inactive_ca_is_refused_even_when_registered() {
+        let ca = test_ca("ca");
+        let cert = device("dev", &ca);
+        let registry = Registry {
+            cas: vec![registered_ca("old-ca", &ca, Status::Inactive, &["p"])],
+            certs: vec![registered("dev", &cert, Status::Active)],
+        };
+        let fp = fingerprint(&cert);
+        let err = registry
+            .authenticate(Some(&chain(&cert)))
+            .expect_err("CA inactive");
+        assert_eq!(
+            err,
+            CertDenial::CaInactive {
+                fingerprint: fp.clone(),
+                ca: "old-ca".into()
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            format!("certificate {fp} is signed by CA old-ca, which is INACTIVE")
+        );
+    }
+
+    #[test]
+    fn an_unregistered_certificate_of_a_registered_ca_needs_auto_registration() {
+        let ca = test_ca("ca");
+        let cert = device("new-device", &ca);
+        let fp = fingerprint(&cert);
+        let plain = Registry {
+            cas: vec![registered_ca("ca", &ca, Status::Active, &[])],
+            certs: vec![],
+        };
+        let err = plain
+            .authenticate(Some(&chain(&cert)))
+            .expect_err("not registered");
+        assert_eq!(
+            err,
+            CertDenial::NotRegistered {
+                fingerprint: fp.clone(),
+                ca: "ca".into()
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            format!("certificate {fp} is signed by registered CA ca but is not registered itself (register it, or give the CA auto_register_policies)")
+        );
+
+        let auto = Registry {
+            cas: vec![registered_ca("ca", &ca, Status::Active, &["jitp-connect"])],
+            certs: vec![],
+        };
+        assert_eq!(
+            auto.authenticate(Some(&chain(&cert))),
+            Ok(CertIdentity {
+                principal: format!("certificate {} auto-registered by CA ca", &fp[..12]),
+                policies: vec!["jitp-connect".into()],
+            })
+        );
+    }
+
+    #[test]
+    fn a_certificate_of_an_unknown_ca_or_none_at_all_is_refused() {
+        let ca = test_ca("ca");
+        let other = test_ca("someone else's CA");
+        let stranger = device("stranger", &other);
+        let registry = Registry {
+            cas: vec![registered_ca("ca", &ca, Status::Active, &["p"])],
+            certs: vec![],
+        };
+        let fp = fingerprint(&stranger);
+        let err = registry
+            .authenticate(Some(&chain(&stranger)))
+            .expect_err("unknown CA");
+        assert_eq!(err, CertDenial::UnknownCa(fp.clone()));
+        assert_eq!(
+            err.to_string(),
+            format!("certificate {fp} is not registered and not signed by a registered CA")
+        );
+        assert_eq!(registry.authenticate(None), Err(CertDenial::NoCertificate));
+        assert_eq!(
+            registry.authenticate(Some(&[])),
+            Err(CertDenial::NoCertificate)
+        );
+        assert_eq!(
+            CertDenial::NoCertificate.to_string(),
+            "no client certificate was presented"
+        );
+    }
+
+    #[test]
+    fn fingerprint_is_the_lowercase_hex_sha256_of_the_der() {
+        use sha2::{Digest, Sha256};
+        let ca = test_ca("ca");
+        let fp = fingerprint(&ca.der);
+        assert_eq!(fp.len(), 64);
+        assert!(fp
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        let expected: String = Sha256::digest(ca.der.as_ref())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(fp, expected);
+    }
 }

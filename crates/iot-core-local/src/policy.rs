@@ -44,8 +44,54 @@ pub enum PolicyDenial {
     NoAllow { resource: String },
     #[error("a policy statement explicitly denies iot:Connect on {resource}")]
     ExplicitDeny { resource: String },
-    #[error("invalid policy: {0}")]
-    Invalid(String),
+    #[error("invalid policy: policy document {document}: {reason}")]
+    Invalid {
+        /// 1-based position among the documents evaluated.
+        document: usize,
+        reason: PolicyError,
+    },
+}
+
+/// What is wrong with a policy document.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum PolicyError {
+    #[error("not valid JSON: {detail}")]
+    NotJson { detail: String },
+    #[error("not a JSON object")]
+    NotAnObject,
+    #[error("has no Statement")]
+    NoStatement,
+    #[error("Statement is neither an object nor an array")]
+    BadStatementList,
+    #[error("statement {statement} is not an object")]
+    StatementNotAnObject { statement: usize },
+    #[error("statement {statement}: {problem}")]
+    Statement {
+        /// 1-based position in the document.
+        statement: usize,
+        problem: StatementError,
+    },
+}
+
+/// What is wrong with one statement of a policy document.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum StatementError {
+    #[error("has no Effect")]
+    NoEffect,
+    #[error("Effect must be \"Allow\" or \"Deny\", not {found}")]
+    BadEffect { found: String },
+    #[error("has no {element}")]
+    Missing { element: &'static str },
+    #[error("{element} holds {found}, which is not a string")]
+    NotAString {
+        element: &'static str,
+        found: String,
+    },
+    #[error("{element} must be a string or an array of strings, not {found}")]
+    WrongType {
+        element: &'static str,
+        found: String,
+    },
 }
 
 /// `documents` are IoT policy JSON documents, as strings. `Ok(())` when some statement allows
@@ -54,8 +100,9 @@ pub enum PolicyDenial {
 pub fn allows_connect(documents: &[&str], req: &ConnectRequest) -> Result<(), PolicyDenial> {
     let mut statements = Vec::new();
     for (i, document) in documents.iter().enumerate() {
-        let parsed = parse_document(document).map_err(|reason| {
-            PolicyDenial::Invalid(format!("policy document {}: {reason}", i + 1))
+        let parsed = parse_document(document).map_err(|reason| PolicyDenial::Invalid {
+            document: i + 1,
+            reason,
         })?;
         statements.extend(parsed);
     }
@@ -97,39 +144,43 @@ struct Statement {
 }
 
 /// The supported statements of one document; unsupported ones are left out (see the module doc).
-fn parse_document(document: &str) -> Result<Vec<Statement>, String> {
-    let value: Value =
-        serde_json::from_str(document).map_err(|e| format!("not valid JSON: {e}"))?;
+fn parse_document(document: &str) -> Result<Vec<Statement>, PolicyError> {
+    let value: Value = serde_json::from_str(document).map_err(|e| PolicyError::NotJson {
+        detail: e.to_string(),
+    })?;
     let Value::Object(doc) = value else {
-        return Err("not a JSON object".into());
+        return Err(PolicyError::NotAnObject);
     };
     let items: Vec<&Value> = match doc.get("Statement") {
-        None => return Err("has no Statement".into()),
+        None => return Err(PolicyError::NoStatement),
         Some(Value::Array(items)) => items.iter().collect(),
         Some(item @ Value::Object(_)) => vec![item],
-        Some(_) => return Err("Statement is neither an object nor an array".into()),
+        Some(_) => return Err(PolicyError::BadStatementList),
     };
     let mut statements = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
+        let statement = i + 1;
         let Value::Object(s) = item else {
-            return Err(format!("statement {} is not an object", i + 1));
+            return Err(PolicyError::StatementNotAnObject { statement });
         };
-        if let Some(statement) =
-            parse_statement(s).map_err(|reason| format!("statement {}: {reason}", i + 1))?
-        {
-            statements.push(statement);
-        }
+        let parsed =
+            parse_statement(s).map_err(|problem| PolicyError::Statement { statement, problem })?;
+        statements.extend(parsed);
     }
     Ok(statements)
 }
 
 /// `None` for a well-formed statement this module does not evaluate.
-fn parse_statement(s: &Map<String, Value>) -> Result<Option<Statement>, String> {
+fn parse_statement(s: &Map<String, Value>) -> Result<Option<Statement>, StatementError> {
     let effect = match s.get("Effect") {
         Some(Value::String(e)) if e == "Allow" => Effect::Allow,
         Some(Value::String(e)) if e == "Deny" => Effect::Deny,
-        Some(other) => return Err(format!("Effect must be \"Allow\" or \"Deny\", not {other}")),
-        None => return Err("has no Effect".into()),
+        Some(other) => {
+            return Err(StatementError::BadEffect {
+                found: other.to_string(),
+            })
+        }
+        None => return Err(StatementError::NoEffect),
     };
     if ["NotAction", "NotResource", "Condition"]
         .iter()
@@ -145,20 +196,24 @@ fn parse_statement(s: &Map<String, Value>) -> Result<Option<Statement>, String> 
 }
 
 /// A string-or-array-of-strings element.
-fn strings(s: &Map<String, Value>, key: &str) -> Result<Vec<String>, String> {
-    match s.get(key) {
-        None => Err(format!("has no {key}")),
+fn strings(s: &Map<String, Value>, element: &'static str) -> Result<Vec<String>, StatementError> {
+    match s.get(element) {
+        None => Err(StatementError::Missing { element }),
         Some(Value::String(one)) => Ok(vec![one.clone()]),
         Some(Value::Array(items)) => items
             .iter()
             .map(|v| match v {
                 Value::String(one) => Ok(one.clone()),
-                other => Err(format!("{key} holds {other}, which is not a string")),
+                other => Err(StatementError::NotAString {
+                    element,
+                    found: other.to_string(),
+                }),
             })
             .collect(),
-        Some(other) => Err(format!(
-            "{key} must be a string or an array of strings, not {other}"
-        )),
+        Some(other) => Err(StatementError::WrongType {
+            element,
+            found: other.to_string(),
+        }),
     }
 }
 
@@ -466,12 +521,20 @@ mod tests {
     fn invalid_json_is_reported() {
         let good = doc("Allow", r#""*""#, r#""*""#);
         let got = allows_connect(&[&good, "{\"Statement\": ["], &REQ);
-        let Err(PolicyDenial::Invalid(reason)) = got else {
-            panic!("expected Invalid, got {got:?}");
+        let Err(
+            err @ PolicyDenial::Invalid {
+                document: 2,
+                reason: PolicyError::NotJson { .. },
+            },
+        ) = got
+        else {
+            panic!("expected Invalid in document 2, got {got:?}");
         };
         assert!(
-            reason.starts_with("policy document 2: not valid JSON"),
-            "{reason}"
+            err.to_string().starts_with(
+                "invalid policy: policy document 2: not valid JSON: EOF while parsing"
+            ),
+            "{err}"
         );
     }
 
@@ -496,12 +559,36 @@ mod tests {
             ),
         ];
         for (document, reason) in cases {
+            let err = allows_connect(&[document], &REQ).expect_err(document);
+            assert!(
+                matches!(err, PolicyDenial::Invalid { document: 1, .. }),
+                "{err:?}"
+            );
             assert_eq!(
-                allows_connect(&[document], &REQ),
-                Err(PolicyDenial::Invalid(reason.into())),
+                err.to_string(),
+                format!("invalid policy: {reason}"),
                 "{document}"
             );
         }
+        // The kinds carry the statement and element.
+        assert_eq!(
+            allows_connect(
+                &[
+                    r#"{"Statement":[{"Effect":"Allow","Action":"*","Resource":"*"},{"Effect":"Deny","Action":"*","Resource":{}}]}"#
+                ],
+                &REQ
+            ),
+            Err(PolicyDenial::Invalid {
+                document: 1,
+                reason: PolicyError::Statement {
+                    statement: 2,
+                    problem: StatementError::WrongType {
+                        element: "Resource",
+                        found: "{}".into()
+                    }
+                }
+            })
+        );
     }
 
     #[test]

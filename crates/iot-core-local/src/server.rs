@@ -97,16 +97,36 @@ pub enum ServeError {
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsSetupError),
     #[error("authorizer {name}: {reason}")]
-    AuthorizerKeys { name: String, reason: String },
+    AuthorizerKeys {
+        name: String,
+        reason: custom_auth::KeyError,
+    },
     #[error(transparent)]
     Broker(#[from] broker::BrokerError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {source}{}", bind_hint(.addr, .source))]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
     },
     #[error("bind address '{0}' is not an IP address")]
     BadBind(String),
+}
+
+/// What to do about a listener that cannot be opened, after the OS error.
+fn bind_hint(addr: &SocketAddr, error: &std::io::Error) -> String {
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "; another iot-core-local (or other program) is listening on {addr}: stop it, or pass \
+             --port-443 0 --port-8883 0 to pick free ports"
+        ),
+        std::io::ErrorKind::AddrNotAvailable => {
+            "; no network interface of this machine has that address: check --bind".to_string()
+        }
+        std::io::ErrorKind::PermissionDenied if addr.port() < 1024 => {
+            "; ports below 1024 need privileges: pick a port of 1024 or more".to_string()
+        }
+        _ => String::new(),
+    }
 }
 
 /// The connections bridged to the broker, by client id, so that a new connection with the same
@@ -663,7 +683,7 @@ impl Conn<'_> {
                     reason::CLIENT_ID_NOT_VALID => "Client identifier not valid".to_string(),
                     _ => format!(
                         "Client is not authenticated/authorized to send the message:{}",
-                        custom_auth::uuid_v4()
+                        uuid::Uuid::new_v4()
                     ),
                 };
                 self.refuse(&mut stream, connect.version, code, &text).await;

@@ -17,6 +17,10 @@
 //!
 //! Query values are percent-decoded without turning `+` into a space (SigV4 signers encode `+`
 //! as `%2B`; a raw `+` stays a `+`), then re-encoded the RFC 3986 way for the canonical query.
+//!
+//! This verifier shares no canonicalisation code with the client's presigner in `samples-common`,
+//! on purpose: the tests check each against the other (and both against the vectors), which
+//! only means something while they are written independently. Keep it that way.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -289,7 +293,10 @@ pub fn canonical_request(req: &UpgradeRequest) -> Result<String, Denial> {
 pub fn string_to_sign(amz_date: &str, credential_scope: &str, canonical_request: &str) -> String {
     format!(
         "{ALGORITHM}\n{amz_date}\n{credential_scope}\n{}",
-        hex(digest::digest(&digest::SHA256, canonical_request.as_bytes()).as_ref())
+        hex::encode(digest::digest(
+            &digest::SHA256,
+            canonical_request.as_bytes()
+        ))
     )
 }
 
@@ -476,7 +483,8 @@ fn uri_encode(bytes: &[u8]) -> String {
     }
 }
 
-/// Seconds since the Unix epoch of a `yyyymmddTHHMMSSZ` timestamp.
+/// Seconds since the Unix epoch of a `yyyymmddTHHMMSSZ` timestamp (UTC). The shape is checked
+/// here; the calendar (days in the month, leap years) by `time`.
 fn parse_amz_date(value: &str) -> Result<i64, Denial> {
     let bad = || Denial::MalformedDate {
         value: value.to_owned(),
@@ -485,45 +493,22 @@ fn parse_amz_date(value: &str) -> Result<i64, Denial> {
     if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
         return Err(bad());
     }
-    let num = |range: std::ops::Range<usize>| -> Result<i64, Denial> {
+    let num = |range: std::ops::Range<usize>| -> Result<u16, Denial> {
         let digits = &b[range];
         if !digits.iter().all(u8::is_ascii_digit) {
             return Err(bad());
         }
-        Ok(digits.iter().fold(0, |n, d| n * 10 + i64::from(d - b'0')))
+        Ok(digits.iter().fold(0, |n, d| n * 10 + u16::from(d - b'0')))
     };
-    let (year, month, day) = (num(0..4)?, num(4..6)?, num(6..8)?);
-    let (hour, minute, second) = (num(9..11)?, num(11..13)?, num(13..15)?);
-    if !(1..=12).contains(&month)
-        || day < 1
-        || day > days_in_month(year, month)
-        || hour > 23
-        || minute > 59
-        || second > 59
-    {
-        return Err(bad());
-    }
-    Ok(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let small = |range| num(range).and_then(|n| u8::try_from(n).map_err(|_| bad()));
+    let month = time::Month::try_from(small(4..6)?).map_err(|_| bad())?;
+    let date = time::Date::from_calendar_date(i32::from(num(0..4)?), month, small(6..8)?)
+        .map_err(|_| bad())?;
+    let clock =
+        time::Time::from_hms(small(9..11)?, small(11..13)?, small(13..15)?).map_err(|_| bad())?;
+    Ok(time::PrimitiveDateTime::new(date, clock)
+        .assume_utc()
+        .unix_timestamp())
 }
 
 fn unix_seconds(t: SystemTime) -> i64 {
@@ -534,25 +519,14 @@ fn unix_seconds(t: SystemTime) -> i64 {
 }
 
 fn decode_hex_32(s: &str) -> Option<[u8; 32]> {
-    let b = s.as_bytes();
-    if b.len() != 64 {
-        return None;
-    }
-    let nibble = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
     let mut out = [0u8; 32];
-    for (i, pair) in b.chunks_exact(2).enumerate() {
-        out[i] = nibble(pair[0])? << 4 | nibble(pair[1])?;
-    }
+    hex::decode_to_slice(s, &mut out).ok()?;
     Some(out)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Equality whose time does not depend on where the inputs differ (only on their lengths).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
 #[cfg(test)]
@@ -561,7 +535,7 @@ mod tests {
 
     const VECTORS: &str = include_str!(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/vectors/sigv4-websocket.json"
+        "/../../testdata/vectors/sigv4-websocket.json"
     ));
 
     #[derive(serde::Deserialize)]
@@ -700,7 +674,7 @@ mod tests {
         let scope = format!("{date}/{region}/{SERVICE}/{TERMINATOR}");
         let sts = string_to_sign(amz_date, &scope, &canonical);
         let k = signing_key(&key.secret_access_key, date, region, SERVICE);
-        let sig = hex(hmac::sign(&k, sts.as_bytes()).as_ref());
+        let sig = hex::encode(hmac::sign(&k, sts.as_bytes()));
         query.push_str(&format!("&X-Amz-Signature={sig}"));
         if let Some(token) = &key.session_token {
             query.push_str(&format!(
@@ -745,7 +719,7 @@ mod tests {
             assert_eq!(sts, c.string_to_sign, "{}", c.name);
             let key = signing_key(&c.secret_access_key, &amz_date[..8], &c.region, SERVICE);
             assert_eq!(
-                hex(hmac::sign(&key, sts.as_bytes()).as_ref()),
+                hex::encode(hmac::sign(&key, sts.as_bytes())),
                 c.signature,
                 "{}",
                 c.name
@@ -1221,5 +1195,41 @@ mod tests {
         assert!(parse_amz_date("20261122T112850").is_err());
         assert!(parse_amz_date("2026112TT112850Z").is_err());
         assert!(parse_amz_date("２0261122T11285Z").is_err());
+        for out_of_range in [
+            "20261322T112850Z",
+            "20261100T112850Z",
+            "20260431T112850Z",
+            "20261122T242850Z",
+            "20261122T116050Z",
+            "20261122T112860Z",
+        ] {
+            assert_eq!(
+                parse_amz_date(out_of_range),
+                Err(Denial::MalformedDate {
+                    value: out_of_range.into()
+                }),
+                "{out_of_range}"
+            );
+        }
+        assert_eq!(parse_amz_date("20261231T235959Z"), Ok(1_798_761_599));
+    }
+
+    #[test]
+    fn hex_signature_and_constant_time_compare() {
+        let sig = "00ff".repeat(16);
+        let mut expected = [0u8; 32];
+        expected
+            .iter_mut()
+            .skip(1)
+            .step_by(2)
+            .for_each(|b| *b = 0xff);
+        assert_eq!(decode_hex_32(&sig), Some(expected));
+        assert_eq!(decode_hex_32(&sig.to_uppercase()), Some(expected));
+        assert_eq!(decode_hex_32(&sig[..62]), None);
+        assert_eq!(decode_hex_32(&format!("{sig}00")), None);
+        assert_eq!(decode_hex_32(&sig.replace("ff", "fg")), None);
+        assert!(constant_time_eq(b"token", b"token"));
+        assert!(!constant_time_eq(b"token", b"tokem"));
+        assert!(!constant_time_eq(b"token", b"token2"));
     }
 }

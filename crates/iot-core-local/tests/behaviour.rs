@@ -200,3 +200,33 @@ fn serve_stops_cleanly_on_ctrl_c() {
     assert!(exit.success(), "{exit:?}");
     assert_eq!(rest.last().map(String::as_str), Some("stopped"), "{rest:?}");
 }
+
+#[test]
+fn serve_on_a_port_in_use_says_what_to_do() {
+    let dir = rich_account("port-in-use");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_iot-core-local"))
+        .args(["serve", "--dir"])
+        .arg(&dir)
+        .args(["--port-443", &addr.port().to_string(), "--port-8883", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let error = stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line in {stderr}"));
+    assert!(
+        error.starts_with(&format!("error: cannot listen on {addr}: ")),
+        "{error}"
+    );
+    assert!(
+        error.ends_with(&format!(
+            "; another iot-core-local (or other program) is listening on {addr}: stop it, or pass --port-443 0 --port-8883 0 to pick free ports"
+        )),
+        "{error}"
+    );
+    drop(busy);
+}

@@ -98,7 +98,11 @@ pub fn rich_account(name: &str) -> PathBuf {
             )),
         ),
     ]);
-    std::fs::write(dir.join(FILE_NAME), config.to_toml()).unwrap();
+    std::fs::write(
+        dir.join(FILE_NAME),
+        config.to_toml().expect("serialize the account"),
+    )
+    .unwrap();
     Config::load(&dir).expect("the extended account loads");
     dir
 }
@@ -368,6 +372,10 @@ pub fn account_with_recording_authorizer(name: &str) -> std::path::PathBuf {
         },
         ..signed
     });
-    std::fs::write(dir.join(FILE_NAME), config.to_toml()).unwrap();
+    std::fs::write(
+        dir.join(FILE_NAME),
+        config.to_toml().expect("serialize the account"),
+    )
+    .unwrap();
     dir
 }
