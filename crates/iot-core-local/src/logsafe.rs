@@ -48,14 +48,23 @@ mod tests {
         let forged = "dev\n127.0.0.1:1 [443 mtls] client 'x': allowed: FORGED";
         let out = escaped(forged).to_string();
         assert!(!out.contains('\n'));
-        assert_eq!(out, "dev\\n127.0.0.1:1 [443 mtls] client 'x': allowed: FORGED");
-        assert_eq!(escaped("a\r\tb\u{1b}[31m\u{7f}").to_string(), "a\\r\\tb\\u{1b}[31m\\u{7f}");
+        assert_eq!(
+            out,
+            "dev\\n127.0.0.1:1 [443 mtls] client 'x': allowed: FORGED"
+        );
+        assert_eq!(
+            escaped("a\r\tb\u{1b}[31m\u{7f}").to_string(),
+            "a\\r\\tb\\u{1b}[31m\\u{7f}"
+        );
     }
 
     #[test]
     fn backslashes_are_doubled_and_printable_text_is_kept() {
         assert_eq!(escaped("a\\nb").to_string(), "a\\\\nb");
-        assert_eq!(escaped("test-1 é ✓ $aws/x").to_string(), "test-1 é ✓ $aws/x");
+        assert_eq!(
+            escaped("test-1 é ✓ $aws/x").to_string(),
+            "test-1 é ✓ $aws/x"
+        );
         assert_eq!(escaped("").to_string(), "");
         assert_eq!(format!("{:?}", escaped("a\nb")), "'a\\nb'");
     }
