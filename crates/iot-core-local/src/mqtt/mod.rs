@@ -220,7 +220,7 @@ pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    put_binary(out, s[..end].as_bytes());
+    put_binary(out, &s.as_bytes()[..end]);
 }
 
 /// Append the fixed header (`first` byte and remaining length) and `body`.

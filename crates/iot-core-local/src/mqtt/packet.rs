@@ -596,12 +596,12 @@ mod tests {
         let d = publish(1, vec![0x01, 0x01]);
         assert_eq!(
             publish_size(Version::V5, &d.as_delivery()),
-            d.as_delivery().to_vec(Version::V5).len()
+            d.as_delivery().encoded(Version::V5).len()
         );
     }
 
     impl Delivery<'_> {
-        fn to_vec(&self, v: Version) -> Vec<u8> {
+        fn encoded(&self, v: Version) -> Vec<u8> {
             let mut out = Vec::new();
             encode_publish(&mut out, v, self);
             out
