@@ -604,3 +604,32 @@ async fn qos2_and_oversized_publishes_end_an_mqtt5_connection() {
         [0x90, 4, 0, 1, 0, 1]
     );
 }
+
+#[tokio::test]
+async fn an_empty_mqtt5_client_id_is_assigned_a_gen_id() {
+    use iot_core_local::mqtt::{PropValue, Properties};
+    let broker = Broker::default();
+    let (mut client, server) = tokio::io::duplex(4096);
+    let connect = parse_connect(&connect_packet(V::V5, "", None, None)).unwrap();
+    let b = broker.clone();
+    tokio::spawn(async move { b.serve(server, connect, "pipe", &Deny).await });
+    let mut buf = Vec::new();
+    let connack = read_packet(&mut client, &mut buf).await.expect("CONNACK");
+    let Ok(Packet::ConnAck {
+        code, properties, ..
+    }) = Packet::decode(Version::V5, &connack)
+    else {
+        panic!("{connack:02X?}")
+    };
+    assert_eq!(code, 0);
+    let assigned = Properties::new(&properties)
+        .flatten()
+        .find_map(|p| match p.value {
+            PropValue::Str(s) if p.id == 0x12 => Some(s.to_string()),
+            _ => None,
+        })
+        .expect("Assigned Client Identifier");
+    let uuid = assigned.strip_prefix("$GEN/").expect("a $GEN/ id");
+    assert_eq!(uuid.len(), 36, "{assigned}");
+    assert_eq!(broker.stats().connected, 1);
+}
