@@ -11,7 +11,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{timeout, Instant};
 
 use super::dataplane::{Action, DataPlane, Denied};
-use super::router::{Link, Message, Queued, Registered, Router, SubscriptionOptions};
+use super::router::{
+    Link, Message, NotSubscribed, Queued, Registered, Router, SubscriptionOptions,
+    SUBSCRIPTIONS_CAP,
+};
 use super::topic;
 use crate::logsafe::escaped;
 use crate::mqtt::packet::{
@@ -565,13 +568,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             qos: granted,
             no_local,
         };
-        if self
+        match self
             .router
             .subscribe(&self.client_id, self.reg, filter, options, retain_handling)
         {
-            granted
-        } else {
-            reason::UNSPECIFIED
+            Ok(()) => granted,
+            Err(NotSubscribed::TooMany) => {
+                log::info!(
+                    "{}: SUBSCRIBE to '{}' refused: the connection already has {SUBSCRIPTIONS_CAP} subscriptions",
+                    self.who,
+                    escaped(filter)
+                );
+                if v5 {
+                    reason::QUOTA_EXCEEDED
+                } else {
+                    reason::UNSPECIFIED
+                }
+            }
+            Err(NotSubscribed::NotHolder) => reason::UNSPECIFIED,
         }
     }
 

@@ -25,8 +25,12 @@ pub const QUEUE_QOS0_CAP: usize = 1_000;
 pub const QUEUE_CAP: usize = 1_000;
 /// ... or this many payload bytes.
 pub const QUEUE_BYTES_CAP: usize = 16 * 1024 * 1024;
-/// At most this many retained topics; a new one past it is not stored (logged).
+/// At most this many retained topics, holding at most [`RETAINED_BYTES_CAP`] of payload; a new
+/// one past either is not stored (logged).
 pub const RETAINED_CAP: usize = 10_000;
+pub const RETAINED_BYTES_CAP: usize = 64 * 1024 * 1024;
+/// Subscriptions per session (IoT Core's per-connection quota).
+pub const SUBSCRIPTIONS_CAP: usize = 50;
 
 /// A published message, shared by every session it is queued for.
 #[derive(Debug)]
@@ -97,6 +101,7 @@ struct Inner {
     /// Full filter -> client ids subscribed with it.
     index: HashMap<String, BTreeSet<String>>,
     retained: HashMap<String, Arc<Message>>,
+    retained_bytes: usize,
 }
 
 /// What the router holds, for tests and logs.
@@ -108,6 +113,15 @@ pub struct Stats {
     pub subscriptions: usize,
     pub queued: usize,
     pub retained: usize,
+}
+
+/// Why a subscription was not made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotSubscribed {
+    /// The connection no longer holds the session (it was taken over).
+    NotHolder,
+    /// The session already has [`SUBSCRIPTIONS_CAP`] subscriptions.
+    TooMany,
 }
 
 /// What a connection gets when it registers.
@@ -256,8 +270,7 @@ impl Router {
         expired.len()
     }
 
-    /// Add or replace a subscription. Returns false if the connection no longer holds the
-    /// session. A retained message whose topic equals the filter (never for a wildcard or
+    /// Add or replace a subscription. A retained message whose topic equals the filter (never for a wildcard or
     /// shared filter) is queued with RETAIN=1 when `send_retained` says so.
     pub fn subscribe(
         &self,
@@ -266,14 +279,17 @@ impl Router {
         filter: &str,
         options: SubscriptionOptions,
         retain_handling: u8,
-    ) -> bool {
+    ) -> Result<(), NotSubscribed> {
         let mut inner = self.lock();
         let inner = &mut *inner;
         let Some(s) = inner.sessions.get_mut(client_id) else {
-            return false;
+            return Err(NotSubscribed::NotHolder);
         };
         if s.generation != reg.generation {
-            return false;
+            return Err(NotSubscribed::NotHolder);
+        }
+        if s.subscriptions.len() >= SUBSCRIPTIONS_CAP && !s.subscriptions.contains_key(filter) {
+            return Err(NotSubscribed::TooMany);
         }
         let existed = s
             .subscriptions
@@ -300,7 +316,7 @@ impl Router {
                 enqueue(client_id, s, q);
             }
         }
-        true
+        Ok(())
     }
 
     /// Remove a subscription; whether it existed.
@@ -324,15 +340,24 @@ impl Router {
         let inner = &mut *inner;
         if retain {
             let topic: &str = &message.topic;
-            if message.payload.is_empty() {
-                inner.retained.remove(topic);
-            } else if inner.retained.len() < RETAINED_CAP || inner.retained.contains_key(topic) {
-                inner.retained.insert(topic.to_string(), message.clone());
-            } else {
-                log::warn!(
-                    "retained message on '{}' not stored: {RETAINED_CAP} topics already hold one",
-                    escaped(topic)
-                );
+            if let Some(old) = inner.retained.remove(topic) {
+                inner.retained_bytes = inner.retained_bytes.saturating_sub(old.payload.len());
+            }
+            let fits = inner.retained.len() < RETAINED_CAP
+                && inner.retained_bytes + message.payload.len() <= RETAINED_BYTES_CAP;
+            // An empty payload only deletes.
+            if !message.payload.is_empty() {
+                if fits {
+                    inner.retained_bytes += message.payload.len();
+                    inner.retained.insert(topic.to_string(), message.clone());
+                } else {
+                    log::warn!(
+                        "retained message on '{}' not stored: the store is full ({} topics, {} bytes)",
+                        escaped(topic),
+                        inner.retained.len(),
+                        inner.retained_bytes
+                    );
+                }
             }
         }
         // client id -> QoS, so that overlapping filters deliver once, at the highest QoS.
@@ -526,8 +551,8 @@ mod tests {
         for i in 0..100 {
             let id = format!("c{i}");
             let reg = r.connect(&id, Version::V5, true, 0, Arc::default());
-            assert!(r.subscribe(&id, reg, "a/b", Q1, 0));
-            assert!(r.subscribe(&id, reg, "$share/g/a/#", Q1, 0));
+            assert_eq!(r.subscribe(&id, reg, "a/b", Q1, 0), Ok(()));
+            assert_eq!(r.subscribe(&id, reg, "$share/g/a/#", Q1, 0), Ok(()));
             r.disconnect(&id, reg, Vec::new());
         }
         assert_eq!(r.stats(), Stats::default());
@@ -540,10 +565,13 @@ mod tests {
         let old = r.connect("c", Version::V5, true, 0, old_link.clone());
         let new = r.connect("c", Version::V311, true, 0, Arc::default());
         assert!(old_link.taken_over());
-        assert!(!r.subscribe("c", old, "x", Q1, 0), "old generation");
+        assert_eq!(
+            r.subscribe("c", old, "x", Q1, 0),
+            Err(NotSubscribed::NotHolder)
+        );
         r.disconnect("c", old, Vec::new());
         assert_eq!(r.stats().sessions, 1, "the new connection's session stays");
-        assert!(r.subscribe("c", new, "x", Q1, 0));
+        assert_eq!(r.subscribe("c", new, "x", Q1, 0), Ok(()));
         r.disconnect("c", new, Vec::new());
         assert_eq!(r.stats(), Stats::default());
     }
@@ -552,7 +580,7 @@ mod tests {
     fn persistent_sessions_queue_qos1_until_they_expire() {
         let r = Router::default();
         let reg = r.connect("p", Version::V311, false, 3600, Arc::default());
-        assert!(r.subscribe("p", reg, "t/+", Q1, 0));
+        assert_eq!(r.subscribe("p", reg, "t/+", Q1, 0), Ok(()));
         r.disconnect("p", reg, Vec::new());
         r.publish(message("t/1", b"one", 1), false);
         r.publish(message("t/0", b"zero", 0), false);
@@ -590,14 +618,14 @@ mod tests {
         let r = Router::default();
         r.publish(message("s/1", b"v", 1), true);
         let reg = r.connect("c", Version::V5, true, 0, Arc::default());
-        r.subscribe("c", reg, "s/+", Q1, 0);
-        r.subscribe("c", reg, "$share/g/s/1", Q1, 0);
+        let _ = r.subscribe("c", reg, "s/+", Q1, 0);
+        let _ = r.subscribe("c", reg, "$share/g/s/1", Q1, 0);
         assert!(r.take("c", reg, 10, 10).is_empty());
-        r.subscribe("c", reg, "s/1", Q1, 0);
+        let _ = r.subscribe("c", reg, "s/1", Q1, 0);
         let got = r.take("c", reg, 10, 10);
         assert_eq!(got.len(), 1);
         assert!(got[0].retain);
-        r.subscribe("c", reg, "s/1", Q1, 1);
+        let _ = r.subscribe("c", reg, "s/1", Q1, 1);
         assert!(
             r.take("c", reg, 10, 10).is_empty(),
             "retain handling 1: not again"
@@ -618,8 +646,8 @@ mod tests {
         let r = Router::default();
         let a = r.connect("a", Version::V5, true, 0, Arc::default());
         let b = r.connect("b", Version::V5, true, 0, Arc::default());
-        r.subscribe("a", a, "$share/g/t", Q1, 0);
-        r.subscribe("b", b, "$share/g/t", Q1, 0);
+        let _ = r.subscribe("a", a, "$share/g/t", Q1, 0);
+        let _ = r.subscribe("b", b, "$share/g/t", Q1, 0);
         for _ in 0..10 {
             r.publish(message("t", b"x", 1), false);
         }
@@ -631,12 +659,26 @@ mod tests {
     fn queues_are_bounded() {
         let r = Router::default();
         let reg = r.connect("c", Version::V5, true, 0, Arc::default());
-        r.subscribe("c", reg, "t", Q1, 0);
+        let _ = r.subscribe("c", reg, "t", Q1, 0);
         for _ in 0..QUEUE_CAP + 10 {
             r.publish(message("t", b"x", 1), false);
         }
         assert_eq!(r.stats().queued, QUEUE_CAP);
         let got = r.take("c", reg, 5, 1000);
         assert_eq!(got.len(), 5, "at most `room` QoS 1 messages");
+    }
+
+    #[test]
+    fn subscriptions_per_session_are_capped() {
+        let r = Router::default();
+        let reg = r.connect("c", Version::V5, true, 0, Arc::default());
+        for i in 0..SUBSCRIPTIONS_CAP {
+            assert_eq!(r.subscribe("c", reg, &format!("t/{i}"), Q1, 0), Ok(()));
+        }
+        assert_eq!(
+            r.subscribe("c", reg, "t/one-more", Q1, 0),
+            Err(NotSubscribed::TooMany)
+        );
+        assert_eq!(r.subscribe("c", reg, "t/0", Q1, 0), Ok(()), "a replacement");
     }
 }
