@@ -78,15 +78,10 @@ enum Command {
 
 /// Decisions at info.
 const DEFAULT_LOG: &str = "info";
-/// The embedded broker logs routine events at error level: silent unless RUST_LOG names it.
-const QUIET_BROKER: &str = "rumqttd=off,tracing=off";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let mut filter = std::env::var("RUST_LOG").unwrap_or_else(|_| DEFAULT_LOG.to_string());
-    if !filter.contains("rumqttd") {
-        filter = format!("{filter},{QUIET_BROKER}");
-    }
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| DEFAULT_LOG.to_string());
     env_logger::Builder::new()
         .parse_filters(&filter)
         .format(|buf, record| {

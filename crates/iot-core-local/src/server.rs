@@ -1,6 +1,6 @@
 //! The two listeners and the path every connection takes:
 //! accept -> TLS (ALPN decides the route) -> [WebSocket upgrade + SigV4] -> CONNECT ->
-//! authenticate + authorize -> bridge to the broker, or refuse as IoT Core does.
+//! authenticate + authorize -> the embedded broker (or `--upstream`), or refuse as IoT Core does.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -15,7 +15,7 @@ use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::{reason, Authenticator, Context, Outcome};
-use crate::broker::{self, Upstream};
+use crate::broker::{self, Broker};
 use crate::config::{AccessKey, Config};
 use crate::logsafe::escaped;
 use crate::mqtt::{self, Version};
@@ -101,8 +101,6 @@ pub enum ServeError {
         name: String,
         reason: custom_auth::KeyError,
     },
-    #[error(transparent)]
-    Broker(#[from] broker::BrokerError),
     #[error("cannot listen on {addr}: {source}{}", bind_hint(.addr, .source))]
     Bind {
         addr: SocketAddr,
@@ -129,50 +127,19 @@ fn bind_hint(addr: &SocketAddr, error: &std::io::Error) -> String {
     }
 }
 
-/// The connections bridged to the broker, by client id, so that a new connection with the same
-/// client id takes the session over.
-#[derive(Default)]
-struct Sessions {
-    next: std::sync::atomic::AtomicU64,
-    by_client_id: std::sync::Mutex<
-        std::collections::HashMap<String, (u64, tokio::sync::oneshot::Sender<()>)>,
-    >,
-}
-
-impl Sessions {
-    /// Register `client_id`; the previous holder, if any, is told to end. Returns this
-    /// session's number and the signal that ends it.
-    fn take(&self, client_id: &str) -> (u64, tokio::sync::oneshot::Receiver<()>) {
-        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let previous = self
-            .by_client_id
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(client_id.to_string(), (id, tx));
-        if let Some((_, old)) = previous {
-            log::info!("client '{client_id}': a new connection takes the session over");
-            let _ = old.send(());
-        }
-        (id, rx)
-    }
-
-    /// Forget `client_id` if session `id` still holds it.
-    fn release(&self, client_id: &str, id: u64) {
-        let mut map = self.by_client_id.lock().unwrap_or_else(|e| e.into_inner());
-        if map.get(client_id).is_some_and(|(held, _)| *held == id) {
-            map.remove(client_id);
-        }
-    }
+/// Where authenticated connections go.
+enum Backend {
+    Embedded(Broker),
+    /// An external broker's `host:port`.
+    Upstream(String),
 }
 
 struct State {
     step_deadline: Duration,
-    sessions: Sessions,
     auth: Authenticator,
     acceptor_443: TlsAcceptor,
     acceptor_8883: TlsAcceptor,
-    upstream: Upstream,
+    backend: Backend,
     connack_on_v311_reject: bool,
     decisions: broadcast::Sender<Decision>,
     /// One permit per connection accepted and not yet authenticated.
@@ -189,6 +156,7 @@ pub struct Running {
     pub addr_443: SocketAddr,
     pub addr_8883: SocketAddr,
     decisions: broadcast::Sender<Decision>,
+    broker: Option<Broker>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -197,6 +165,11 @@ impl Running {
     /// Every decision from now on.
     pub fn decisions(&self) -> broadcast::Receiver<Decision> {
         self.decisions.subscribe()
+    }
+
+    /// The embedded broker (none with `--upstream`).
+    pub fn broker(&self) -> Option<&Broker> {
+        self.broker.as_ref()
     }
 
     /// Stop accepting connections.
@@ -225,9 +198,13 @@ pub async fn start(dir: &Path, opts: &ServeOptions) -> Result<Running, ServeErro
             })?;
         keys.insert(a.name.clone(), loaded);
     }
-    let upstream = match &opts.upstream {
-        Some(addr) => Upstream::External(addr.clone()),
-        None => broker::start_embedded().await?,
+    let backend = match &opts.upstream {
+        Some(addr) => Backend::Upstream(addr.clone()),
+        None => Backend::Embedded(Broker::start()),
+    };
+    let broker = match &backend {
+        Backend::Embedded(b) => Some(b.clone()),
+        Backend::Upstream(_) => None,
     };
 
     let bind: IpAddr = match opts.bind {
@@ -264,7 +241,6 @@ pub async fn start(dir: &Path, opts: &ServeOptions) -> Result<Running, ServeErro
         .unwrap_or(config.server.max_pending_connections);
     let state = Arc::new(State {
         step_deadline: opts.step_deadline.unwrap_or(STEP_DEADLINE),
-        sessions: Sessions::default(),
         auth: Authenticator {
             config,
             registry,
@@ -272,7 +248,7 @@ pub async fn start(dir: &Path, opts: &ServeOptions) -> Result<Running, ServeErro
         },
         acceptor_443: TlsAcceptor::from(tls_443),
         acceptor_8883: TlsAcceptor::from(tls_8883),
-        upstream,
+        backend,
         connack_on_v311_reject,
         decisions: decisions.clone(),
         pending: Arc::new(Semaphore::new(max_pending)),
@@ -300,6 +276,7 @@ pub async fn start(dir: &Path, opts: &ServeOptions) -> Result<Running, ServeErro
         addr_443,
         addr_8883,
         decisions,
+        broker,
         stop,
         tasks,
     })
@@ -655,26 +632,31 @@ impl Conn<'_> {
         match outcome {
             Outcome::Allowed { principal } => {
                 self.decide(id, true, principal);
-                let (session, taken_over) = self.state.sessions.take(&connect.client_id);
-                let bridged = broker::bridge(
-                    &mut stream,
-                    &raw,
-                    connect.version,
-                    &self.state.upstream,
-                    connect.keep_alive,
-                    taken_over,
-                )
-                .await;
-                self.state.sessions.release(&connect.client_id, session);
-                if let Err(e) = bridged {
-                    log::warn!("{}: the broker is unreachable: {e}", self.peer);
-                    self.refuse(
-                        &mut stream,
-                        connect.version,
-                        reason::SERVER_UNAVAILABLE,
-                        "Server unavailable",
-                    )
-                    .await;
+                match &self.state.backend {
+                    Backend::Embedded(b) => {
+                        let peer = self.peer.to_string();
+                        b.serve(stream, connect, &peer, &broker::AllowAll).await;
+                    }
+                    Backend::Upstream(addr) => {
+                        let bridged = broker::upstream::bridge(
+                            &mut stream,
+                            &raw,
+                            connect.version,
+                            addr,
+                            connect.keep_alive,
+                        )
+                        .await;
+                        if let Err(e) = bridged {
+                            log::warn!("{}: the broker is unreachable: {e}", self.peer);
+                            self.refuse(
+                                &mut stream,
+                                connect.version,
+                                reason::SERVER_UNAVAILABLE,
+                                "Server unavailable",
+                            )
+                            .await;
+                        }
+                    }
                 }
             }
             Outcome::Denied { code, reason: why } => {

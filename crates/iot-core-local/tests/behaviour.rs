@@ -153,14 +153,14 @@ async fn publish_and_subscribe_work_through_the_embedded_broker() {
 
 #[tokio::test]
 async fn upstream_bridges_to_an_external_broker() {
-    // The external broker: another rumqttd, speaking MQTT 3.1.1 on its own port.
-    let external = iot_core_local::broker::start_embedded().await.unwrap();
-    let iot_core_local::broker::Upstream::Embedded { v311, .. } = external else {
-        unreachable!()
-    };
+    // The external broker: this crate's broker on a plain loopback port, with no TLS and no
+    // authentication, as Mosquitto would be.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let external = listener.local_addr().unwrap();
+    tokio::spawn(iot_core_local::broker::Broker::start().serve_plain(listener, TIMEOUT));
     let dir = rich_account("upstream");
     let opts = ServeOptions {
-        upstream: Some(v311.to_string()),
+        upstream: Some(external.to_string()),
         ..Default::default()
     };
     let ep = Endpoint::start_with(&dir, opts).await;

@@ -1,7 +1,7 @@
 //! The MQTT CONNECT step: read the client's first packet, which must be CONNECT (MQTT 3.1.1 or 5),
-//! parse just what authentication and authorization need (client id, username, password), and
-//! keep its raw bytes so the bridge can forward it to the embedded broker unchanged. Also the
-//! CONNACK packets used to refuse a client.
+//! parse it (client id, credentials, keep-alive, will, and the MQTT 5 properties the broker
+//! uses), and keep its raw bytes for `--upstream`, which forwards it unchanged. Also the CONNACK
+//! packets: the refusals, and the acceptance the broker sends.
 //!
 //! This module does not judge the values: a 129-byte client id or a `$GEN/` prefix parses
 //! fine here and is refused by the policy step.
@@ -10,6 +10,10 @@ use std::fmt;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use super::{
+    property, put_packet, put_properties, put_str, PropValue, Properties, Reader, Version,
+};
+
 /// The largest remaining length (bytes after the fixed header) of a CONNECT packet this server
 /// reads by default.
 pub const MAX_CONNECT_SIZE: usize = 65_536;
@@ -17,20 +21,9 @@ pub const MAX_CONNECT_SIZE: usize = 65_536;
 /// CONNECT packet type with its (mandatory, all-zero) flags.
 const CONNECT_BYTE: u8 = 0x10;
 const CONNACK_BYTE: u8 = 0x20;
-/// MQTT 5 CONNACK property: reason string.
-const PROP_REASON_STRING: u8 = 0x1F;
 
-/// The MQTT protocol version a client speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Version {
-    /// MQTT 3.1.1 (protocol level 4).
-    V311,
-    /// MQTT 5 (protocol level 5).
-    V5,
-}
-
-/// What this server needs from a CONNECT packet.
-#[derive(Clone, PartialEq)]
+/// What a CONNECT packet says.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Connect {
     pub version: Version,
     /// May be empty (the client asks the server to assign one).
@@ -42,6 +35,53 @@ pub struct Connect {
     pub keep_alive: u16,
     /// "Clean session" in 3.1.1, "clean start" in 5.
     pub clean_start: bool,
+    pub will: Option<Will>,
+    /// MQTT 5 properties (the defaults for 3.1.1).
+    pub properties: ConnectProperties,
+}
+
+/// The last will: published by the server when the connection ends without a client DISCONNECT.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Will {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    /// 0, 1 or 2 as sent (the broker refuses 2).
+    pub qos: u8,
+    pub retain: bool,
+    /// MQTT 5 will properties, raw (forwarded with the message, minus Will Delay Interval).
+    pub properties: Vec<u8>,
+}
+
+/// The MQTT 5 CONNECT properties the broker uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectProperties {
+    /// Seconds; 0 (the default) ends the session with the connection.
+    pub session_expiry: u32,
+    /// How many unacknowledged QoS 1 messages the client accepts (default 65,535).
+    pub receive_maximum: u16,
+    /// The largest packet the client accepts, if it set one.
+    pub maximum_packet_size: Option<u32>,
+    /// How many topic aliases the client accepts from the server (default 0).
+    pub topic_alias_maximum: u16,
+    /// Whether the client wants reason strings on packets other than CONNACK/DISCONNECT.
+    pub request_problem_info: bool,
+    pub user_properties: Vec<(String, String)>,
+    /// Enhanced authentication, which IoT Core does not support.
+    pub auth_method: Option<String>,
+}
+
+impl Default for ConnectProperties {
+    fn default() -> Self {
+        ConnectProperties {
+            session_expiry: 0,
+            receive_maximum: u16::MAX,
+            maximum_packet_size: None,
+            topic_alias_maximum: 0,
+            request_problem_info: true,
+            user_properties: Vec::new(),
+            auth_method: None,
+        }
+    }
 }
 
 impl fmt::Debug for Connect {
@@ -58,6 +98,8 @@ impl fmt::Debug for Connect {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("keep_alive", &self.keep_alive)
             .field("clean_start", &self.clean_start)
+            .field("will", &self.will)
+            .field("properties", &self.properties)
             .finish()
     }
 }
@@ -80,10 +122,11 @@ pub enum MqttError {
 }
 
 /// Read exactly one MQTT packet that must be CONNECT; returns it parsed and its raw bytes
-/// (fixed header included), to be forwarded unchanged to the broker.
+/// (fixed header included), to be forwarded unchanged to an upstream broker.
 ///
 /// `max` bounds the remaining length: a larger announced length is refused before anything
-/// more is read or allocated. Nothing after the CONNECT packet is read.
+/// more is read. The buffer grows with the bytes received, never from the announced length.
+/// Nothing after the CONNECT packet is read.
 pub async fn read_connect<R: AsyncRead + Unpin>(
     r: &mut R,
     max: usize,
@@ -96,14 +139,14 @@ pub async fn read_connect<R: AsyncRead + Unpin>(
     if first != CONNECT_BYTE {
         return Err(MqttError::NotConnect(first));
     }
-    let mut header = vec![first];
+    let mut raw = vec![first];
     let mut remaining: usize = 0;
     for i in 0..4 {
         let b = r
             .read_u8()
             .await
             .map_err(|e| eof_as(e, "the connection closed inside the fixed header"))?;
-        header.push(b);
+        raw.push(b);
         remaining |= usize::from(b & 0x7F) << (7 * i);
         if b & 0x80 == 0 {
             break;
@@ -117,15 +160,14 @@ pub async fn read_connect<R: AsyncRead + Unpin>(
     if remaining > max {
         return Err(MqttError::TooLarge(remaining));
     }
-    let mut raw = Vec::with_capacity(header.len() + remaining);
-    raw.extend_from_slice(&header);
-    raw.resize(header.len() + remaining, 0);
-    r.read_exact(&mut raw[header.len()..]).await.map_err(|e| {
-        eof_as(
-            e,
+    let header = raw.len();
+    // `take` + `read_to_end` appends what arrives, growing the buffer as it does.
+    r.take(remaining as u64).read_to_end(&mut raw).await?;
+    if raw.len() < header + remaining {
+        return Err(MqttError::Malformed(
             "the connection closed before the CONNECT packet was complete",
-        )
-    })?;
+        ));
+    }
     let connect = parse_connect(&raw)?;
     Ok((connect, raw))
 }
@@ -141,33 +183,37 @@ fn eof_as(e: std::io::Error, what: &'static str) -> MqttError {
 /// Parse a whole CONNECT packet, fixed header included. The packet must be exactly as long as
 /// its remaining length says.
 pub fn parse_connect(packet: &[u8]) -> Result<Connect, MqttError> {
-    let mut r = Reader {
-        buf: packet,
-        pos: 0,
-    };
-    let first = r.u8("empty packet")?;
+    let mut r = Reader::new(packet);
+    let first = r.u8("empty packet").map_err(MqttError::Malformed)?;
     if first != CONNECT_BYTE {
         return Err(MqttError::NotConnect(first));
     }
-    let remaining = r.varint(
-        "truncated fixed header",
-        "remaining length is longer than 4 bytes",
-    )?;
-    let rest = packet.len() - r.pos;
-    if remaining > rest {
+    let remaining = r
+        .varint(
+            "truncated fixed header",
+            "remaining length is longer than 4 bytes",
+        )
+        .map_err(MqttError::Malformed)?;
+    let rest = r.rest();
+    if remaining > rest.len() {
         return Err(MqttError::Malformed(
             "truncated: the packet is shorter than its remaining length",
         ));
     }
-    if remaining < rest {
+    if remaining < rest.len() {
         return Err(MqttError::Malformed(
             "the packet is longer than its remaining length",
         ));
     }
+    parse_body(rest)
+}
 
+fn parse_body(body: &[u8]) -> Result<Connect, MqttError> {
+    let m = MqttError::Malformed;
+    let mut r = Reader::new(body);
     // Variable header.
-    let name_bytes = r.binary("truncated protocol name")?;
-    let level = r.u8("truncated protocol level")?;
+    let name_bytes = r.binary("truncated protocol name").map_err(m)?;
+    let level = r.u8("truncated protocol level").map_err(m)?;
     let name = std::str::from_utf8(name_bytes)
         .map_err(|_| MqttError::Malformed("protocol name is not valid UTF-8"))?;
     let version = match (name, level) {
@@ -180,12 +226,12 @@ pub fn parse_connect(packet: &[u8]) -> Result<Connect, MqttError> {
             });
         }
     };
-    let flags = r.u8("truncated connect flags")?;
+    let flags = r.u8("truncated connect flags").map_err(m)?;
     if flags & 0x01 != 0 {
         return Err(MqttError::Malformed("reserved connect flag (bit 0) is set"));
     }
     let clean_start = flags & 0x02 != 0;
-    let will = flags & 0x04 != 0;
+    let has_will = flags & 0x04 != 0;
     let will_qos = (flags >> 3) & 0x03;
     let will_retain = flags & 0x20 != 0;
     let has_password = flags & 0x40 != 0;
@@ -193,7 +239,7 @@ pub fn parse_connect(packet: &[u8]) -> Result<Connect, MqttError> {
     if will_qos == 3 {
         return Err(MqttError::Malformed("will QoS is 3"));
     }
-    if !will && (will_qos != 0 || will_retain) {
+    if !has_will && (will_qos != 0 || will_retain) {
         return Err(MqttError::Malformed(
             "will QoS or will retain is set without the will flag",
         ));
@@ -203,42 +249,58 @@ pub fn parse_connect(packet: &[u8]) -> Result<Connect, MqttError> {
             "password flag set without the username flag (not allowed in MQTT 3.1.1)",
         ));
     }
-    let keep_alive = r.u16("truncated keep alive")?;
+    let keep_alive = r.u16("truncated keep alive").map_err(m)?;
+    let mut properties = ConnectProperties::default();
     if version == Version::V5 {
-        let len = r.varint(
-            "truncated properties length",
-            "properties length is longer than 4 bytes",
-        )?;
-        r.skip(len, "truncated properties")?;
+        let raw = r.properties().map_err(m)?;
+        properties = connect_properties(raw)?;
     }
 
     // Payload.
-    let client_id = r.string(
-        "truncated client identifier",
-        "client identifier is not valid UTF-8",
-    )?;
-    if will {
-        if version == Version::V5 {
-            let len = r.varint(
-                "truncated will properties length",
-                "will properties length is longer than 4 bytes",
-            )?;
-            r.skip(len, "truncated will properties")?;
-        }
-        r.string("truncated will topic", "will topic is not valid UTF-8")?;
-        r.binary("truncated will payload")?;
-    }
+    let client_id = r
+        .string(
+            "truncated client identifier",
+            "client identifier is not valid UTF-8",
+        )
+        .map_err(m)?
+        .to_string();
+    let will = if has_will {
+        let properties = if version == Version::V5 {
+            let raw = r.properties().map_err(m)?;
+            raw.to_vec()
+        } else {
+            Vec::new()
+        };
+        let topic = r
+            .string("truncated will topic", "will topic is not valid UTF-8")
+            .map_err(m)?
+            .to_string();
+        let payload = r.binary("truncated will payload").map_err(m)?.to_vec();
+        Some(Will {
+            topic,
+            payload,
+            qos: will_qos,
+            retain: will_retain,
+            properties,
+        })
+    } else {
+        None
+    };
     let username = if has_username {
-        Some(r.string("truncated username", "username is not valid UTF-8")?)
+        Some(
+            r.string("truncated username", "username is not valid UTF-8")
+                .map_err(m)?
+                .to_string(),
+        )
     } else {
         None
     };
     let password = if has_password {
-        Some(r.binary("truncated password")?.to_vec())
+        Some(r.binary("truncated password").map_err(m)?.to_vec())
     } else {
         None
     };
-    if r.pos != packet.len() {
+    if !r.is_empty() {
         return Err(MqttError::Malformed(
             "unexpected bytes after the CONNECT payload",
         ));
@@ -250,7 +312,43 @@ pub fn parse_connect(packet: &[u8]) -> Result<Connect, MqttError> {
         password,
         keep_alive,
         clean_start,
+        will,
+        properties,
     })
+}
+
+fn connect_properties(raw: &[u8]) -> Result<ConnectProperties, MqttError> {
+    let mut p = ConnectProperties::default();
+    for prop in Properties::new(raw) {
+        let prop = prop.map_err(MqttError::Malformed)?;
+        match (prop.id, prop.value) {
+            (property::SESSION_EXPIRY, PropValue::U32(v)) => p.session_expiry = v,
+            (property::RECEIVE_MAXIMUM, PropValue::U16(0)) => {
+                return Err(MqttError::Malformed("receive maximum is 0"))
+            }
+            (property::RECEIVE_MAXIMUM, PropValue::U16(v)) => p.receive_maximum = v,
+            (property::MAXIMUM_PACKET_SIZE, PropValue::U32(0)) => {
+                return Err(MqttError::Malformed("maximum packet size is 0"))
+            }
+            (property::MAXIMUM_PACKET_SIZE, PropValue::U32(v)) => p.maximum_packet_size = Some(v),
+            (property::TOPIC_ALIAS_MAXIMUM, PropValue::U16(v)) => p.topic_alias_maximum = v,
+            (property::REQUEST_PROBLEM_INFO, PropValue::Byte(v)) if v <= 1 => {
+                p.request_problem_info = v == 1
+            }
+            (property::REQUEST_PROBLEM_INFO, _) => {
+                return Err(MqttError::Malformed(
+                    "request problem information is not 0 or 1",
+                ))
+            }
+            (property::USER_PROPERTY, PropValue::Pair(k, v)) => {
+                p.user_properties.push((k.to_string(), v.to_string()))
+            }
+            (property::AUTH_METHOD, PropValue::Str(s)) => p.auth_method = Some(s.to_string()),
+            (property::REQUEST_RESPONSE_INFO | property::AUTH_DATA, _) => {}
+            _ => return Err(MqttError::Malformed("a property CONNECT may not carry")),
+        }
+    }
+    Ok(p)
 }
 
 /// An MQTT 3.1.1 CONNACK: session present 0 and this return code
@@ -265,114 +363,28 @@ pub fn connack_v311(return_code: u8) -> Vec<u8> {
 pub fn connack_v5(reason_code: u8, reason_string: Option<&str>) -> Vec<u8> {
     let mut props = Vec::new();
     if let Some(s) = reason_string {
-        let mut end = s.len().min(usize::from(u16::MAX));
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        let s = &s[..end];
-        props.push(PROP_REASON_STRING);
-        props.extend_from_slice(&(s.len() as u16).to_be_bytes());
-        props.extend_from_slice(s.as_bytes());
+        props.push(property::REASON_STRING);
+        put_str(&mut props, s);
     }
-    let mut props_len = Vec::new();
-    encode_varint(props.len(), &mut props_len);
-    let remaining = 2 + props_len.len() + props.len();
-    let mut out = vec![CONNACK_BYTE];
-    encode_varint(remaining, &mut out);
-    out.push(0x00);
-    out.push(reason_code);
-    out.extend_from_slice(&props_len);
-    out.extend_from_slice(&props);
+    connack(Version::V5, false, reason_code, &props)
+}
+
+/// A CONNACK: session present, the return/reason code, and (MQTT 5) the properties, already
+/// encoded.
+pub fn connack(version: Version, session_present: bool, code: u8, props: &[u8]) -> Vec<u8> {
+    let mut body = vec![u8::from(session_present), code];
+    if version == Version::V5 {
+        put_properties(&mut body, props);
+    }
+    let mut out = Vec::with_capacity(body.len() + 5);
+    put_packet(&mut out, CONNACK_BYTE, &body);
     out
-}
-
-/// Append `n` as an MQTT variable byte integer.
-pub(crate) fn encode_varint(mut n: usize, out: &mut Vec<u8>) {
-    loop {
-        let mut b = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if n == 0 {
-            break;
-        }
-    }
-}
-
-/// A cursor over a packet; every read names the error it reports when the packet ends early.
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, truncated: &'static str) -> Result<&'a [u8], MqttError> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
-        match end {
-            Some(end) => {
-                let s = &self.buf[self.pos..end];
-                self.pos = end;
-                Ok(s)
-            }
-            None => Err(MqttError::Malformed(truncated)),
-        }
-    }
-
-    fn u8(&mut self, truncated: &'static str) -> Result<u8, MqttError> {
-        Ok(self.take(1, truncated)?[0])
-    }
-
-    fn u16(&mut self, truncated: &'static str) -> Result<u16, MqttError> {
-        let b = self.take(2, truncated)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
-    }
-
-    fn skip(&mut self, n: usize, truncated: &'static str) -> Result<(), MqttError> {
-        self.take(n, truncated).map(|_| ())
-    }
-
-    /// Binary data: two-byte length, then the bytes.
-    fn binary(&mut self, truncated: &'static str) -> Result<&'a [u8], MqttError> {
-        let len = self.u16(truncated)?;
-        self.take(usize::from(len), truncated)
-    }
-
-    /// A UTF-8 string: binary data that is valid UTF-8 without U+0000.
-    fn string(
-        &mut self,
-        truncated: &'static str,
-        invalid: &'static str,
-    ) -> Result<String, MqttError> {
-        let b = self.binary(truncated)?;
-        match std::str::from_utf8(b) {
-            Ok(s) if !s.contains('\0') => Ok(s.to_string()),
-            _ => Err(MqttError::Malformed(invalid)),
-        }
-    }
-
-    /// A variable byte integer (at most 4 bytes).
-    fn varint(
-        &mut self,
-        truncated: &'static str,
-        too_long: &'static str,
-    ) -> Result<usize, MqttError> {
-        let mut value = 0usize;
-        for i in 0..4 {
-            let b = self.u8(truncated)?;
-            value |= usize::from(b & 0x7F) << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(MqttError::Malformed(too_long))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mqtt::encode_varint;
 
     /// Wrap a variable header + payload into a CONNECT packet.
     fn packet(body: &[u8]) -> Vec<u8> {
@@ -412,6 +424,8 @@ mod tests {
                 password: Some(b"demo-password".to_vec()),
                 keep_alive: 60,
                 clean_start: true,
+                will: None,
+                properties: ConnectProperties::default(),
             }
         );
     }
@@ -456,6 +470,18 @@ mod tests {
                 password: Some(vec![0x00, 0xFF, 0x10]),
                 keep_alive: 1200,
                 clean_start: true,
+                will: Some(Will {
+                    topic: "dev-5/status".into(),
+                    payload: b"offline".to_vec(),
+                    qos: 1,
+                    retain: true,
+                    properties: vec![0x18, 0, 0, 0, 5],
+                }),
+                properties: ConnectProperties {
+                    session_expiry: 3600,
+                    receive_maximum: 20,
+                    ..ConnectProperties::default()
+                },
             }
         );
     }
@@ -629,6 +655,8 @@ mod tests {
             password: Some(b"hunter2".to_vec()),
             keep_alive: 30,
             clean_start: true,
+            will: None,
+            properties: ConnectProperties::default(),
         };
         let d = format!("{c:?}");
         assert!(!d.contains("hunter2") && !d.contains("104"), "{d}");

@@ -1,0 +1,635 @@
+//! The embedded broker end to end, with AWS IoT Core's semantics: regressions for what rumqttd
+//! broke (shared client id across versions, keep-alive 0, a second CONNECT), sessions, retained
+//! messages, wildcards, wills, memory after clients leave, and the data-plane policy hook.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use iot_core_local::broker::{Action, Broker, DataPlane, Denied};
+use iot_core_local::init::files;
+use iot_core_local::mqtt::packet::{Packet, Publish, SubOptions, Subscribe};
+use iot_core_local::mqtt::{frame, parse_connect, Frame, Version};
+use rumqttc::{Event, Packet as P, QoS};
+use rustls::pki_types::pem::PemObject;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+fn tls_config(ep: &Endpoint) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(ep.file(files::SERVER_CA)).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(ep.file(files::DEVICE_CERT))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(ep.file(files::DEVICE_KEY)).unwrap();
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .unwrap(),
+    )
+}
+
+/// MQTT 3.1.1 options for the device certificate on the 8883 listener.
+fn options(ep: &Endpoint, id: &str) -> rumqttc::MqttOptions {
+    let mut opts = rumqttc::MqttOptions::new(id, "localhost", ep.running.addr_8883.port());
+    opts.set_transport(rumqttc::Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Rustls(tls_config(ep)),
+    ));
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts
+}
+
+fn client(opts: rumqttc::MqttOptions) -> (rumqttc::AsyncClient, rumqttc::EventLoop) {
+    rumqttc::AsyncClient::new(opts, 10)
+}
+
+/// Poll until `pick` returns something, failing on a connection error or after [`TIMEOUT`].
+async fn until<T>(ev: &mut rumqttc::EventLoop, mut pick: impl FnMut(&P) -> Option<T>) -> T {
+    let wait = async {
+        loop {
+            match ev.poll().await.expect("connection") {
+                Event::Incoming(p) => {
+                    if let Some(t) = pick(&p) {
+                        return t;
+                    }
+                }
+                Event::Outgoing(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(TIMEOUT, wait)
+        .await
+        .expect("within the timeout")
+}
+
+async fn connected(ev: &mut rumqttc::EventLoop) -> rumqttc::ConnAck {
+    until(ev, |p| match p {
+        P::ConnAck(c) => Some(c.clone()),
+        _ => None,
+    })
+    .await
+}
+
+async fn suback(ev: &mut rumqttc::EventLoop) -> Vec<rumqttc::SubscribeReasonCode> {
+    until(ev, |p| match p {
+        P::SubAck(s) => Some(s.return_codes.clone()),
+        _ => None,
+    })
+    .await
+}
+
+async fn next_publish(ev: &mut rumqttc::EventLoop) -> rumqttc::Publish {
+    until(ev, |p| match p {
+        P::Publish(m) => Some(m.clone()),
+        _ => None,
+    })
+    .await
+}
+
+/// Publish with QoS 1 and wait for the PUBACK.
+async fn publish(ep: &Endpoint, id: &str, topic: &str, payload: &str, retain: bool) {
+    let (c, mut ev) = client(options(ep, id));
+    connected(&mut ev).await;
+    c.publish(topic, QoS::AtLeastOnce, retain, payload)
+        .await
+        .unwrap();
+    until(&mut ev, |p| matches!(p, P::PubAck(_)).then_some(())).await;
+}
+
+/// One MQTT 5 subscriber (rumqttc v5) and one 3.1.1 publisher: the message arrives.
+async fn v5_subscriber_gets_a_v311_publish(ep: &Endpoint, topic: &str) {
+    use rumqttc::v5::mqttbytes::v5::Packet as P5;
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    let mut opts =
+        rumqttc::v5::MqttOptions::new("test-v5-sub", "localhost", ep.running.addr_8883.port());
+    opts.set_transport(rumqttc::Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Rustls(tls_config(ep)),
+    ));
+    let (sub, mut ev) = rumqttc::v5::AsyncClient::new(opts, 10);
+    sub.subscribe(topic, Q5::AtLeastOnce).await.unwrap();
+    let wait = async {
+        let mut published = false;
+        loop {
+            match ev.poll().await.expect("v5 connection") {
+                rumqttc::v5::Event::Incoming(P5::SubAck(_)) if !published => {
+                    publish(ep, "test-v311-pub", topic, "hello v5", false).await;
+                    published = true;
+                }
+                rumqttc::v5::Event::Incoming(P5::Publish(p)) => return p,
+                _ => {}
+            }
+        }
+    };
+    let p = tokio::time::timeout(TIMEOUT, wait)
+        .await
+        .expect("the message arrives");
+    assert_eq!(&p.topic[..], topic.as_bytes());
+    assert_eq!(&p.payload[..], b"hello v5");
+    assert!(!p.retain);
+}
+
+fn device(ep: &Endpoint) -> TlsClient<'_> {
+    TlsClient {
+        endpoint: ep,
+        port: Port::P8883,
+        alpn: None,
+        client_cert: Some((files::DEVICE_CERT, files::DEVICE_KEY)),
+    }
+}
+
+/// Read one whole packet the server sends; `None` when the connection closes first.
+async fn read_packet<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+    loop {
+        if let Ok(Frame::Complete { len }) = frame(buf, usize::MAX) {
+            return Some(buf.drain(..len).collect());
+        }
+        let mut chunk = [0u8; 4096];
+        match tokio::time::timeout(TIMEOUT, s.read(&mut chunk))
+            .await
+            .expect("an answer or a close within the timeout")
+        {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// The MQTT 5 CONNACK properties as (id, bytes after the id), for the fixed-size ones.
+fn connack_properties(packet: &[u8]) -> Packet {
+    Packet::decode(Version::V5, packet).expect("a CONNACK")
+}
+
+#[tokio::test]
+async fn shared_client_id_alternating_versions_then_fresh_clients_work() {
+    let dir = rich_account("alternate");
+    let ep = Endpoint::start(&dir).await;
+    let mut open = Vec::new();
+    for round in 0..100 {
+        let v = if round % 2 == 0 { V::V5 } else { V::V311 };
+        let mut tls = device(&ep).connect().await.unwrap();
+        let seen = send_connect(&mut tls, &connect_packet(v, "test-shared", None, None)).await;
+        assert_eq!(
+            seen,
+            Seen::ConnAck {
+                code: 0,
+                reason: None
+            },
+            "round {round} ({v:?})"
+        );
+        open.push(tls);
+        if open.len() > 2 {
+            open.remove(0);
+        }
+    }
+    drop(open);
+    v5_subscriber_gets_a_v311_publish(&ep, "test/after-alternation").await;
+}
+
+#[tokio::test]
+async fn keep_alive_0_is_accepted_as_1200() {
+    let dir = rich_account("keepalive0");
+    let ep = Endpoint::start(&dir).await;
+    for v in [V::V5, V::V311] {
+        let mut tls = device(&ep).connect().await.unwrap();
+        let mut packet = connect_packet(v, "test-ka0", None, None);
+        packet[10..12].copy_from_slice(&0u16.to_be_bytes());
+        tls.write_all(&packet).await.unwrap();
+        let mut buf = Vec::new();
+        let connack = read_packet(&mut tls, &mut buf).await.expect("a CONNACK");
+        let version = if v == V::V5 {
+            Version::V5
+        } else {
+            Version::V311
+        };
+        let Ok(Packet::ConnAck {
+            code, properties, ..
+        }) = Packet::decode(version, &connack)
+        else {
+            panic!("{connack:02X?}")
+        };
+        assert_eq!(code, 0, "{v:?}");
+        if v == V::V5 {
+            let ska = iot_core_local::mqtt::Properties::new(&properties)
+                .flatten()
+                .find(|p| p.id == 0x13)
+                .map(|p| p.value);
+            assert_eq!(
+                ska,
+                Some(iot_core_local::mqtt::PropValue::U16(1200)),
+                "Server Keep Alive"
+            );
+        }
+        // The connection is usable: PINGREQ gets PINGRESP.
+        tls.write_all(&[0xC0, 0x00]).await.unwrap();
+        assert_eq!(
+            read_packet(&mut tls, &mut buf).await.as_deref(),
+            Some(&[0xD0, 0x00][..])
+        );
+    }
+}
+
+#[tokio::test]
+async fn mqtt5_connack_carries_iot_core_properties() {
+    use iot_core_local::mqtt::{PropValue as Pv, Properties};
+    let dir = rich_account("connack5");
+    let ep = Endpoint::start(&dir).await;
+    let mut tls = device(&ep).connect().await.unwrap();
+    tls.write_all(&connect_packet(V::V5, "test-props", None, None))
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let connack = read_packet(&mut tls, &mut buf).await.expect("CONNACK");
+    let Packet::ConnAck { properties, .. } = connack_properties(&connack) else {
+        panic!()
+    };
+    let props: Vec<(u8, Pv)> = Properties::new(&properties)
+        .map(|p| p.map(|p| (p.id, p.value)))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        props,
+        vec![
+            (0x11, Pv::U32(0)),
+            (0x21, Pv::U16(100)),
+            (0x24, Pv::Byte(1)),
+            (0x25, Pv::Byte(1)),
+            (0x27, Pv::U32(149_504)),
+            (0x22, Pv::U16(8)),
+            (0x28, Pv::Byte(1)),
+            (0x29, Pv::Byte(0)),
+            (0x2A, Pv::Byte(1)),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_second_connect_closes_the_connection() {
+    let dir = rich_account("second-connect");
+    let ep = Endpoint::start(&dir).await;
+    for (v, expected) in [(V::V5, Some(vec![0xE0, 0x02, 0x82, 0x00])), (V::V311, None)] {
+        let mut tls = device(&ep).connect().await.unwrap();
+        let packet = connect_packet(v, "test-twice", None, None);
+        let seen = send_connect(&mut tls, &packet).await;
+        assert!(matches!(seen, Seen::ConnAck { code: 0, .. }), "{seen:?}");
+        tls.write_all(&packet).await.unwrap();
+        let mut buf = Vec::new();
+        assert_eq!(read_packet(&mut tls, &mut buf).await, expected, "{v:?}");
+        assert_eq!(read_packet(&mut tls, &mut buf).await, None, "then closed");
+    }
+}
+
+#[tokio::test]
+async fn a_persistent_session_gets_what_was_published_while_it_was_away() {
+    let dir = rich_account("persistent");
+    let ep = Endpoint::start(&dir).await;
+    let mut opts = options(&ep, "test-persistent");
+    opts.set_clean_session(false);
+    let (c, mut ev) = client(opts.clone());
+    assert!(!connected(&mut ev).await.session_present);
+    c.subscribe("test/offline", QoS::AtLeastOnce).await.unwrap();
+    suback(&mut ev).await;
+    c.disconnect().await.unwrap();
+    let _ = tokio::time::timeout(TIMEOUT, async { while ev.poll().await.is_ok() {} }).await;
+    drop(ev);
+
+    publish(&ep, "test-publisher", "test/offline", "while away", false).await;
+
+    let (_c, mut ev) = client(opts);
+    assert!(connected(&mut ev).await.session_present);
+    let msg = next_publish(&mut ev).await;
+    assert_eq!(msg.topic, "test/offline");
+    assert_eq!(&msg.payload[..], b"while away");
+    assert_eq!(msg.qos, QoS::AtLeastOnce);
+}
+
+#[tokio::test]
+async fn retained_messages_only_on_the_exact_filter() {
+    let dir = rich_account("retained");
+    let ep = Endpoint::start(&dir).await;
+    publish(&ep, "test-retainer", "test/r/1", "kept", true).await;
+    let (c, mut ev) = client(options(&ep, "test-reader"));
+    connected(&mut ev).await;
+    c.subscribe("test/r/+", QoS::AtLeastOnce).await.unwrap();
+    c.subscribe("test/r/1", QoS::AtLeastOnce).await.unwrap();
+    // Everything the client sees, in order, until the first PUBLISH.
+    let mut seen = Vec::new();
+    let msg = until(&mut ev, |p| {
+        seen.push(format!("{p:?}").chars().take(6).collect::<String>());
+        match p {
+            P::Publish(m) => Some(m.clone()),
+            _ => None,
+        }
+    })
+    .await;
+    let subacks = seen.iter().filter(|s| s.starts_with("SubAck")).count();
+    assert_eq!(
+        subacks, 2,
+        "the wildcard filter got no retained message: {seen:?}"
+    );
+    assert_eq!(msg.topic, "test/r/1");
+    assert!(msg.retain, "RETAIN=1 on the delivery at SUBSCRIBE");
+    assert_eq!(&msg.payload[..], b"kept");
+
+    // A live message: RETAIN=0, and the two filters deliver it once.
+    publish(&ep, "test-retainer", "test/r/1", "live", true).await;
+    let live = next_publish(&mut ev).await;
+    assert_eq!(&live.payload[..], b"live");
+    assert!(!live.retain);
+    publish(&ep, "test-retainer", "test/r/2", "next", false).await;
+    assert_eq!(
+        &next_publish(&mut ev).await.payload[..],
+        b"next",
+        "no duplicate of 'live'"
+    );
+}
+
+#[tokio::test]
+async fn multi_level_wildcard_does_not_match_the_parent() {
+    let dir = rich_account("wildcard");
+    let ep = Endpoint::start(&dir).await;
+    let (c, mut ev) = client(options(&ep, "test-wild"));
+    connected(&mut ev).await;
+    c.subscribe("test/sensor/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    suback(&mut ev).await;
+    publish(&ep, "test-p", "test/sensor", "parent", false).await;
+    publish(&ep, "test-p", "test/sensor/t", "child", false).await;
+    let msg = next_publish(&mut ev).await;
+    assert_eq!(msg.topic, "test/sensor/t", "test/sensor is not matched");
+}
+
+#[tokio::test]
+async fn the_will_is_published_when_a_client_vanishes() {
+    let dir = rich_account("will");
+    let ep = Endpoint::start(&dir).await;
+    let (c, mut watcher) = client(options(&ep, "test-watcher"));
+    connected(&mut watcher).await;
+    c.subscribe("test/will", QoS::AtLeastOnce).await.unwrap();
+    suback(&mut watcher).await;
+
+    let mut opts = options(&ep, "test-mortal");
+    opts.set_last_will(rumqttc::LastWill::new(
+        "test/will",
+        "gone",
+        QoS::AtLeastOnce,
+        false,
+    ));
+    let (_m, mut mortal) = client(opts);
+    connected(&mut mortal).await;
+    drop(mortal); // the socket closes with no DISCONNECT
+
+    let msg = next_publish(&mut watcher).await;
+    assert_eq!(msg.topic, "test/will");
+    assert_eq!(&msg.payload[..], b"gone");
+}
+
+#[tokio::test]
+async fn the_router_forgets_clean_clients_that_left() {
+    let dir = rich_account("forget");
+    let ep = Endpoint::start(&dir).await;
+    let broker = ep.running.broker().expect("the embedded broker");
+    for i in 0..40 {
+        let v = if i % 2 == 0 { V::V5 } else { V::V311 };
+        let mut tls = device(&ep).connect().await.unwrap();
+        let id = format!("test-gone-{i}");
+        let seen = send_connect(&mut tls, &connect_packet(v, &id, None, None)).await;
+        assert!(matches!(seen, Seen::ConnAck { code: 0, .. }), "{seen:?}");
+        let version = if v == V::V5 {
+            Version::V5
+        } else {
+            Version::V311
+        };
+        let sub = Packet::Subscribe(Subscribe {
+            pkid: 1,
+            properties: Vec::new(),
+            filters: vec![(
+                format!("test/{id}/#"),
+                SubOptions {
+                    qos: 1,
+                    no_local: false,
+                    retain_as_published: false,
+                    retain_handling: 0,
+                },
+            )],
+        });
+        tls.write_all(&sub.to_bytes(version)).await.unwrap();
+        let mut buf = Vec::new();
+        let ack = read_packet(&mut tls, &mut buf).await.expect("SUBACK");
+        assert_eq!(ack[0], 0x90);
+        if i % 4 < 2 {
+            tls.write_all(&[0xE0, 0x00]).await.unwrap(); // DISCONNECT
+        } // else: just drop the connection
+        drop(tls);
+    }
+    // The connections end asynchronously: wait until the last one is gone.
+    let stats = tokio::time::timeout(TIMEOUT, async {
+        loop {
+            let s = broker.stats();
+            if s.sessions == 0 {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("sessions left: {:?}", broker.stats()));
+    assert_eq!(stats, iot_core_local::broker::Stats::default());
+}
+
+/// Denies publishing and subscribing to `test/denied...`, and receiving `test/secret`.
+struct Deny;
+
+impl DataPlane for Deny {
+    fn check(&self, action: Action, resource: &str) -> Result<(), Denied> {
+        let denied = match action {
+            Action::Publish | Action::RetainPublish | Action::Subscribe => {
+                resource.starts_with("test/denied")
+            }
+            Action::Receive => resource == "test/secret",
+        };
+        if denied {
+            Err(Denied(format!("test policy denies {action} on {resource}")))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A connection to `broker` through an in-memory pipe, after its CONNACK.
+async fn pipe_client(broker: &Broker, id: &str) -> tokio::io::DuplexStream {
+    let (mut client, server) = tokio::io::duplex(64 * 1024);
+    let raw = connect_packet(V::V5, id, None, None);
+    let connect = parse_connect(&raw).unwrap();
+    let broker = broker.clone();
+    let id = id.to_string();
+    tokio::spawn(async move { broker.serve(server, connect, &id, &Deny).await });
+    let mut buf = Vec::new();
+    let connack = read_packet(&mut client, &mut buf).await.expect("CONNACK");
+    assert_eq!(&connack[..4], &[0x20, connack[1], 0x00, 0x00]);
+    client
+}
+
+async fn send<S: AsyncWrite + Unpin>(s: &mut S, p: Packet) {
+    s.write_all(&p.to_bytes(Version::V5)).await.unwrap();
+}
+
+fn subscribe(filter: &str) -> Packet {
+    Packet::Subscribe(Subscribe {
+        pkid: 1,
+        properties: Vec::new(),
+        filters: vec![(
+            filter.into(),
+            SubOptions {
+                qos: 1,
+                no_local: false,
+                retain_as_published: false,
+                retain_handling: 0,
+            },
+        )],
+    })
+}
+
+fn publish_packet(topic: &str, qos: u8) -> Packet {
+    Packet::Publish(Publish {
+        dup: false,
+        qos,
+        retain: false,
+        topic: topic.into(),
+        pkid: if qos > 0 { 9 } else { 0 },
+        properties: Vec::new(),
+        payload: b"x".to_vec(),
+    })
+}
+
+#[tokio::test]
+async fn the_policy_hook_is_called_at_publish_subscribe_and_delivery() {
+    let broker = Broker::default();
+    let mut sub = pipe_client(&broker, "sub").await;
+    let mut buf = Vec::new();
+
+    send(&mut sub, subscribe("test/denied/#")).await;
+    let ack = read_packet(&mut sub, &mut buf).await.unwrap();
+    let Ok(Packet::SubAck(ack)) = Packet::decode(Version::V5, &ack) else {
+        panic!("{ack:02X?}")
+    };
+    assert_eq!(ack.codes, vec![0x87], "SUBACK 0x87 Not authorized");
+
+    send(&mut sub, subscribe("test/#")).await;
+    let ack = read_packet(&mut sub, &mut buf).await.unwrap();
+    assert_eq!(ack, [0x90, 4, 0, 1, 0, 1], "granted QoS 1");
+
+    let mut publisher = pipe_client(&broker, "pub").await;
+    let mut pbuf = Vec::new();
+    send(&mut publisher, publish_packet("test/denied", 1)).await;
+    let puback = read_packet(&mut publisher, &mut pbuf).await.unwrap();
+    let Ok(Packet::PubAck(a)) = Packet::decode(Version::V5, &puback) else {
+        panic!("{puback:02X?}")
+    };
+    assert_eq!((a.pkid, a.reason), (9, 0x87), "PUBACK 0x87 Not authorized");
+
+    // test/secret is published but not received; test/ok is both.
+    send(&mut publisher, publish_packet("test/secret", 1)).await;
+    assert_eq!(
+        read_packet(&mut publisher, &mut pbuf).await.unwrap(),
+        [0x40, 2, 0, 9]
+    );
+    send(&mut publisher, publish_packet("test/ok", 1)).await;
+    assert_eq!(
+        read_packet(&mut publisher, &mut pbuf).await.unwrap(),
+        [0x40, 2, 0, 9]
+    );
+    let delivered = read_packet(&mut sub, &mut buf).await.unwrap();
+    let Ok(Packet::Publish(p)) = Packet::decode(Version::V5, &delivered) else {
+        panic!("{delivered:02X?}")
+    };
+    assert_eq!(
+        p.topic, "test/ok",
+        "the denied delivery was skipped silently"
+    );
+    assert_eq!(broker.stats().connected, 2, "nobody was disconnected");
+}
+
+#[tokio::test]
+async fn qos2_and_oversized_publishes_end_an_mqtt5_connection() {
+    let broker = Broker::default();
+    let mut buf = Vec::new();
+    let mut c = pipe_client(&broker, "q2").await;
+    send(&mut c, publish_packet("test/q2", 2)).await;
+    assert_eq!(
+        read_packet(&mut c, &mut buf).await,
+        Some(vec![0xE0, 2, 0x9B, 0]),
+        "DISCONNECT 0x9B QoS not supported"
+    );
+    assert_eq!(read_packet(&mut c, &mut buf).await, None);
+
+    let mut c = pipe_client(&broker, "big").await;
+    let Packet::Publish(mut p) = publish_packet("test/big", 0) else {
+        unreachable!()
+    };
+    p.payload = vec![0; 128 * 1024 + 1];
+    send(&mut c, Packet::Publish(p)).await;
+    assert_eq!(
+        read_packet(&mut c, &mut buf).await,
+        Some(vec![0xE0, 2, 0x97, 0]),
+        "DISCONNECT 0x97 Quota exceeded"
+    );
+    let mut c = pipe_client(&broker, "huge").await;
+    // 1 MiB announced: refused from the header, before the body is sent.
+    c.write_all(&[0x30, 0x80, 0x80, 0x40]).await.unwrap();
+    assert_eq!(
+        read_packet(&mut c, &mut buf).await,
+        Some(vec![0xE0, 2, 0x95, 0]),
+        "DISCONNECT 0x95 Packet too large"
+    );
+
+    // QoS 2 SUBSCRIBE is granted QoS 1.
+    let mut c = pipe_client(&broker, "sub2").await;
+    let Packet::Subscribe(mut s) = subscribe("test/x") else {
+        unreachable!()
+    };
+    s.filters[0].1.qos = 2;
+    send(&mut c, Packet::Subscribe(s)).await;
+    assert_eq!(
+        read_packet(&mut c, &mut buf).await.unwrap(),
+        [0x90, 4, 0, 1, 0, 1]
+    );
+}
+
+#[tokio::test]
+async fn an_empty_mqtt5_client_id_is_assigned_a_gen_id() {
+    use iot_core_local::mqtt::{PropValue, Properties};
+    let broker = Broker::default();
+    let (mut client, server) = tokio::io::duplex(4096);
+    let connect = parse_connect(&connect_packet(V::V5, "", None, None)).unwrap();
+    let b = broker.clone();
+    tokio::spawn(async move { b.serve(server, connect, "pipe", &Deny).await });
+    let mut buf = Vec::new();
+    let connack = read_packet(&mut client, &mut buf).await.expect("CONNACK");
+    let Ok(Packet::ConnAck {
+        code, properties, ..
+    }) = Packet::decode(Version::V5, &connack)
+    else {
+        panic!("{connack:02X?}")
+    };
+    assert_eq!(code, 0);
+    let assigned = Properties::new(&properties)
+        .flatten()
+        .find_map(|p| match p.value {
+            PropValue::Str(s) if p.id == 0x12 => Some(s.to_string()),
+            _ => None,
+        })
+        .expect("Assigned Client Identifier");
+    let uuid = assigned.strip_prefix("$GEN/").expect("a $GEN/ id");
+    assert_eq!(uuid.len(), 36, "{assigned}");
+    assert_eq!(broker.stats().connected, 1);
+}
