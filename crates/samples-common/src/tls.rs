@@ -47,7 +47,7 @@ pub fn client_config(opts: &TlsOptions<'_>) -> Result<Arc<ClientConfig>, Error> 
     };
 
     let builder =
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        ClientConfig::builder_with_provider(Arc::new(crypto_provider()))
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::Other(format!("TLS setup failed: {e}")))?
             .with_root_certificates(roots);
@@ -78,12 +78,10 @@ pub fn client_config(opts: &TlsOptions<'_>) -> Result<Arc<ClientConfig>, Error> 
     Ok(Arc::new(config))
 }
 
-/// The rustls crypto provider: ring, or aws-lc-rs with the `aws-lc-rs` feature (benchmarks only).
+/// The rustls crypto provider: ring, the only crypto library in the workspace (the AWS credential
+/// chain's HTTPS client uses it too).
 pub fn crypto_provider() -> rustls::crypto::CryptoProvider {
-    #[cfg(feature = "aws-lc-rs")]
-    return rustls::crypto::aws_lc_rs::default_provider();
-    #[cfg(not(feature = "aws-lc-rs"))]
-    return rustls::crypto::ring::default_provider();
+    rustls::crypto::ring::default_provider()
 }
 
 /// The built-in trust roots: Mozilla's root program, the same on every machine.
