@@ -46,11 +46,10 @@ pub fn client_config(opts: &TlsOptions<'_>) -> Result<Arc<ClientConfig>, Error> 
         None => builtin_roots(),
     };
 
-    let builder =
-        ClientConfig::builder_with_provider(Arc::new(crypto_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Error::Other(format!("TLS setup failed: {e}")))?
-            .with_root_certificates(roots);
+    let builder = ClientConfig::builder_with_provider(Arc::new(crypto_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Other(format!("TLS setup failed: {e}")))?
+        .with_root_certificates(roots);
 
     let mut config = match opts.client_cert {
         Some((cert_path, key_path)) => {
