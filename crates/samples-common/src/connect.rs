@@ -44,6 +44,9 @@ pub type RequestModifier = Arc<
         + Sync,
 >;
 
+/// Outgoing QoS 1 publishes that may wait for PUBACK at once: AWS IoT Core's limit.
+const OUTGOING_INFLIGHT: u16 = 100;
+
 /// How MQTT travels over TLS.
 #[derive(Clone)]
 pub enum Carrier {
@@ -134,7 +137,11 @@ pub async fn connect(spec: &ConnectionSpec) -> Result<Session, Error> {
             opts.set_transport(transport)
                 .set_keep_alive(spec.keep_alive)
                 .set_clean_start(true)
-                .set_connection_timeout(secs);
+                .set_connection_timeout(secs)
+                // rumqttc sizes its outgoing in-flight table for this many QoS 1 publishes, by
+                // default 65535 (14 MiB, most of the process). AWS IoT Core allows 100 unacked
+                // per direction, and a connect sample sends none.
+                .set_outgoing_inflight_upper_limit(OUTGOING_INFLIGHT);
             let mut net = opts.network_options();
             // CONNECT and DISCONNECT are tiny writes: without TCP_NODELAY, Nagle's algorithm and
             // the server's delayed ACK add ~40 ms to every run.
@@ -168,6 +175,7 @@ pub async fn connect(spec: &ConnectionSpec) -> Result<Session, Error> {
                 let sign = sign.clone();
                 opts.set_request_modifier(move |req| sign(req));
             }
+            opts.set_inflight(OUTGOING_INFLIGHT);
             let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 4);
             let mut net = eventloop.network_options();
             net.set_connection_timeout(secs);
