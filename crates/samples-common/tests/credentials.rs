@@ -110,11 +110,12 @@ impl Seen {
     }
 }
 
+/// What a stand-in answers: status, extra headers, body.
+type Answer = (u16, Vec<(&'static str, String)>, String);
+
 /// A tiny HTTP/1.1 server on loopback: answers each request with `route(method, target)`
 /// (status, extra headers, body), one request per connection, and reports what it saw.
-fn stand_in(
-    route: fn(&str, &str) -> (u16, Vec<(&'static str, String)>, String),
-) -> (String, Receiver<Seen>) {
+fn stand_in(route: fn(&str, &str) -> Answer) -> (String, Receiver<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = channel();
@@ -253,7 +254,7 @@ fn a_failing_credential_process_is_reported() {
     );
 }
 
-fn sso_route(method: &str, target: &str) -> (u16, Vec<(&'static str, String)>, String) {
+fn sso_route(method: &str, target: &str) -> Answer {
     if method == "GET" && target.starts_with("/federation/credentials?") {
         let body = r#"{"roleCredentials":{"accessKeyId":"AKIDSSO","secretAccessKey":"sso-secret","sessionToken":"sso-token","expiration":4102444800000}}"#;
         (
@@ -314,7 +315,7 @@ fn sso_credentials_come_from_the_portal_with_the_cached_token() {
     );
 }
 
-fn sso_refusing_route(_: &str, _: &str) -> (u16, Vec<(&'static str, String)>, String) {
+fn sso_refusing_route(_: &str, _: &str) -> Answer {
     (
         401,
         vec![
@@ -344,7 +345,7 @@ fn a_token_the_portal_refuses_is_reported() {
     );
 }
 
-fn imds_route(method: &str, target: &str) -> (u16, Vec<(&'static str, String)>, String) {
+fn imds_route(method: &str, target: &str) -> Answer {
     match (method, target) {
         ("PUT", "/latest/api/token") => (
             200,
