@@ -1,7 +1,7 @@
 //! The connect-then-disconnect routine every sample runs, on rumqttc (MQTT 5 and 3.1.1).
 //!
-//! [`connect`] resolves the host (so that a DNS failure is reported as one), opens TLS or a
-//! WebSocket over TLS, sends CONNECT and waits for CONNACK, all within one deadline.
+//! [`connect`] opens TLS or a WebSocket over TLS, sends CONNECT and waits for CONNACK, all within
+//! one deadline (a host name that does not resolve is reported as one).
 //! [`Session::disconnect`] sends DISCONNECT and waits until it has been written out.
 //! Whatever goes wrong is turned into an [`Error`] a person can act on.
 
@@ -44,6 +44,9 @@ pub(crate) type RequestModifier = Arc<
         + Send
         + Sync,
 >;
+
+/// Outgoing QoS 1 publishes that may wait for PUBACK at once: AWS IoT Core's limit.
+const OUTGOING_INFLIGHT: u16 = 100;
 
 /// How MQTT travels over TLS.
 #[derive(Clone)]
@@ -116,8 +119,6 @@ pub(crate) async fn connect(spec: &ConnectionSpec) -> Result<Session, Error> {
         log::debug!("MQTT username: {}", crate::secrets::redact(u));
     }
 
-    resolve(&spec.host, spec.port, deadline, spec.timeout).await?;
-
     let transport = match &spec.carrier {
         Carrier::Tls => {
             Transport::tls_with_config(TlsConfiguration::Rustls(spec.tls.config.clone()))
@@ -139,7 +140,11 @@ pub(crate) async fn connect(spec: &ConnectionSpec) -> Result<Session, Error> {
             opts.set_transport(transport)
                 .set_keep_alive(spec.keep_alive)
                 .set_clean_start(true)
-                .set_connection_timeout(secs);
+                .set_connection_timeout(secs)
+                // rumqttc sizes its outgoing in-flight table for this many QoS 1 publishes, by
+                // default 65535 (14 MiB, most of the process). AWS IoT Core allows 100 unacked
+                // per direction, and a connect sample sends none.
+                .set_outgoing_inflight_upper_limit(OUTGOING_INFLIGHT);
             let mut net = opts.network_options();
             // CONNECT and DISCONNECT are tiny writes: without TCP_NODELAY, Nagle's algorithm and
             // the server's delayed ACK add ~40 ms to every run.
@@ -173,6 +178,7 @@ pub(crate) async fn connect(spec: &ConnectionSpec) -> Result<Session, Error> {
                 let sign = sign.clone();
                 opts.set_request_modifier(move |req| sign(req));
             }
+            opts.set_inflight(OUTGOING_INFLIGHT);
             let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 4);
             let mut net = eventloop.network_options();
             net.set_connection_timeout(secs);
@@ -202,7 +208,7 @@ pub(crate) async fn connect(spec: &ConnectionSpec) -> Result<Session, Error> {
             use rumqttc::v5::{mqttbytes::v5::Packet, Event};
             match timeout_at(deadline, eventloop.poll()).await {
                 Err(_) => return Err(timed_out()),
-                Ok(Err(e)) => return Err(classify_v5(e, spec)),
+                Ok(Err(e)) => return Err(unless_dns(classify_v5(e, spec), spec, deadline).await),
                 Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
                     log::debug!("CONNACK: {:?}", ack.code);
                     break;
@@ -214,7 +220,7 @@ pub(crate) async fn connect(spec: &ConnectionSpec) -> Result<Session, Error> {
             use rumqttc::{Event, Packet};
             match timeout_at(deadline, eventloop.poll()).await {
                 Err(_) => return Err(timed_out()),
-                Ok(Err(e)) => return Err(classify_v4(e, spec)),
+                Ok(Err(e)) => return Err(unless_dns(classify_v4(e, spec), spec, deadline).await),
                 Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
                     log::debug!("CONNACK: {:?}", ack.code);
                     break;
@@ -270,7 +276,20 @@ impl Session {
     }
 }
 
-/// Look the host up first, so that a name that does not resolve is reported as exactly that.
+/// A failure we could not name may be a name that does not resolve: rumqttc reports that as a
+/// bare I/O error. Look the host up again to tell. Done only after a failure, so that a
+/// successful connection costs one lookup (rumqttc's), not two.
+async fn unless_dns(e: Error, spec: &ConnectionSpec, deadline: Instant) -> Error {
+    if !matches!(e, Error::Other(_)) {
+        return e;
+    }
+    match resolve(&spec.host, spec.port, deadline, spec.timeout).await {
+        Err(dns @ Error::Dns { .. }) => dns,
+        _ => e,
+    }
+}
+
+/// Look the host up, so that a name that does not resolve is reported as exactly that.
 async fn resolve(host: &str, port: u16, deadline: Instant, timeout: Duration) -> Result<(), Error> {
     match timeout_at(deadline, tokio::net::lookup_host((host, port))).await {
         Err(_) => Err(Error::Timeout {
@@ -635,6 +654,31 @@ mod tests {
             classify_io(&io, &spec(AuthMode::Mtls)).cause(),
             "connection to localhost:1 was refused"
         );
+    }
+
+    #[tokio::test]
+    async fn an_unnamed_failure_on_a_name_that_does_not_resolve_is_reported_as_dns() {
+        // A first label of 64 bytes, one more than DNS allows: the resolver refuses it without
+        // sending a query.
+        let mut s = spec(AuthMode::Mtls);
+        s.host = format!("{}.invalid", "a".repeat(64));
+        let deadline = Instant::now() + s.timeout;
+        let e = unless_dns(Error::Other("os error".into()), &s, deadline).await;
+        assert!(
+            e.cause()
+                .starts_with(&format!("could not resolve host name '{}'", s.host)),
+            "{e:?}"
+        );
+        // Failures that already have a name keep it, and a resolvable name keeps the original.
+        let e = unless_dns(Error::ClosedWithoutConnack, &s, deadline).await;
+        assert!(matches!(e, Error::ClosedWithoutConnack), "{e:?}");
+        let e = unless_dns(
+            Error::Other("os error".into()),
+            &spec(AuthMode::Mtls),
+            deadline,
+        )
+        .await;
+        assert_eq!(e.cause(), "os error");
     }
 
     #[test]

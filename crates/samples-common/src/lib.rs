@@ -66,7 +66,7 @@ where
         Ok(rt) => rt,
         Err(e) => return fail(&Error::Runtime(e), mode),
     };
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         let spec = match spec.await {
             Ok(spec) => spec,
             Err(e) => return fail(&e, mode),
@@ -81,7 +81,11 @@ where
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e, spec.mode),
         }
-    })
+    });
+    // Dropping the runtime would wake and join its idle blocking thread (the one rumqttc's DNS
+    // lookup ran on); the process is about to exit, so leave it be.
+    runtime.shutdown_background();
+    code
 }
 
 fn fail(e: &Error, mode: AuthMode) -> ExitCode {

@@ -193,12 +193,10 @@ pub(crate) fn client_config(opts: &TlsOptions<'_>) -> Result<TlsClient, Error> {
     })
 }
 
-/// The rustls crypto provider: ring, or aws-lc-rs with the `aws-lc-rs` feature (benchmarks only).
+/// The rustls crypto provider: ring, the only crypto library in the workspace (the AWS credential
+/// chain's HTTPS client uses it too).
 fn crypto_provider() -> rustls::crypto::CryptoProvider {
-    #[cfg(feature = "aws-lc-rs")]
-    return rustls::crypto::aws_lc_rs::default_provider();
-    #[cfg(not(feature = "aws-lc-rs"))]
-    return rustls::crypto::ring::default_provider();
+    rustls::crypto::ring::default_provider()
 }
 
 /// The built-in trust roots: Mozilla's root program, the same on every machine.

@@ -16,10 +16,13 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use aws_config::default_provider::credentials::DefaultCredentialsChain;
+use aws_config::environment::EnvironmentVariableCredentialsProvider;
+use aws_config::provider_config::ProviderConfig;
 use aws_config::Region;
+use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_credential_types::Credentials;
 use aws_runtime::env_config::file::EnvConfigFiles;
@@ -149,32 +152,51 @@ fn amz_date(time: SystemTime) -> (String, String) {
 }
 
 /// Credentials from the standard AWS chain (environment, profiles, SSO, web identity, ECS, IMDS),
-/// with the provider kept so that each connection attempt can ask again.
+/// with the provider kept so that an attempt made after they expire can ask again.
 #[derive(Clone)]
-pub(crate) struct CredentialSource {
+pub struct CredentialSource {
     provider: SharedCredentialsProvider,
     resolved: Credentials,
 }
+
+/// Credentials that expire within this margin are fetched again before signing.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
 
 impl CredentialSource {
     /// Resolve credentials now, failing fast with a clear error when the chain finds none.
     /// `region` is the signing region; the chain needs one for SSO and web identity, and given
     /// it here it does not go looking for one (in IMDS, among others).
-    pub(crate) async fn load_default_chain(region: &str) -> Result<Self, Error> {
-        let chain = DefaultCredentialsChain::builder()
-            .region(Region::new(region.to_string()))
-            .build()
-            .await;
-        let provider = SharedCredentialsProvider::new(chain);
-        let resolved = match provider.provide_credentials().await {
-            Ok(resolved) => resolved,
-            Err(e) => {
-                log::debug!("the credential chain found nothing: {e}");
-                let problem = match diagnose_profiles(&Env::real()).await {
-                    Some(problem) => problem,
-                    None => CredentialsProblem::NoneFound(first_line(&e)),
-                };
-                return Err(Error::NoCredentials(problem));
+    ///
+    /// The environment variables come first, as in the default chain; when they hold a key the
+    /// rest of the chain (profile parsing, the HTTPS client, IMDS) is never built.
+    pub async fn load_default_chain(region: &str) -> Result<Self, Error> {
+        let from_env = EnvironmentVariableCredentialsProvider::new();
+        let (provider, resolved) = match from_env.provide_credentials().await {
+            Ok(credentials) => (SharedCredentialsProvider::new(from_env), credentials),
+            Err(_) => {
+                let chain = DefaultCredentialsChain::builder()
+                    .configure(chain_config())
+                    .region(Region::new(region.to_string()))
+                    .build()
+                    .await;
+                let provider = SharedCredentialsProvider::new(chain);
+                match provider.provide_credentials().await {
+                    Ok(resolved) => (provider, resolved),
+                    Err(e) => {
+                        log::debug!("the credential chain found nothing: {e}");
+                        // A provider that failed (a credential process, SSO, ...) says why
+                        // itself; the profile files are looked at only when none had anything.
+                        let diagnosis = match e {
+                            CredentialsError::CredentialsNotLoaded(_) => {
+                                diagnose_profiles(&Env::real()).await
+                            }
+                            _ => None,
+                        };
+                        let problem = diagnosis
+                            .unwrap_or_else(|| CredentialsProblem::NoneFound(first_line(&e)));
+                        return Err(Error::NoCredentials(problem));
+                    }
+                }
             }
         };
         register_credentials(&resolved);
@@ -190,8 +212,18 @@ impl CredentialSource {
         Ok(CredentialSource { provider, resolved })
     }
 
-    /// Fresh credentials for a new attempt; the ones resolved at start if the provider fails now.
-    pub(crate) async fn current(&self) -> Credentials {
+    /// Credentials for an attempt: the ones resolved at start while they are valid for at least
+    /// another minute, otherwise fresh ones from the provider (the old ones if that fails).
+    pub async fn current(&self) -> Credentials {
+        let fresh_enough = match self.resolved.expiry() {
+            None => true,
+            Some(expiry) => expiry
+                .duration_since(SystemTime::now())
+                .is_ok_and(|left| left > EXPIRY_MARGIN),
+        };
+        if fresh_enough {
+            return self.resolved.clone();
+        }
         match self.provider.provide_credentials().await {
             Ok(c) => {
                 register_credentials(&c);
@@ -203,6 +235,17 @@ impl CredentialSource {
             }
         }
     }
+}
+
+/// What the rest of the chain runs on. Its HTTPS client (for SSO, STS, ECS, IMDS) is rustls with
+/// ring, trusting the system's roots as the SDK's default client does; not aws-config's default
+/// client, which would bring in a second crypto library (aws-lc-rs).
+fn chain_config() -> ProviderConfig {
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    let https = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    ProviderConfig::without_region().with_http_client(https)
 }
 
 fn register_credentials(c: &Credentials) {
@@ -333,7 +376,6 @@ impl RequestSigner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn amz_date_formats_utc() {
