@@ -38,7 +38,7 @@ done
 
 if aws_exists lambda get-function --function-name "$FUNCTION" \
     --query Configuration.FunctionArn --output text; then
-  aws_run lambda delete-function --function-name "$FUNCTION"
+  aws_run lambda delete-function --function-name "$FUNCTION" >/dev/null
 fi
 
 if aws_exists iam get-role --role-name "$ROLE" --query Role.Arn --output text; then
