@@ -19,4 +19,4 @@ fi
 export PATH="$PWD/$venv/bin:$PATH"
 echo "AWS CLI: $(aws --version 2>&1) (v1; the docs say what differs in v2)"
 command -v openssl >/dev/null || { echo "openssl is needed" >&2; exit 1; }
-exec python3 scripts/check_aws_commands.py
+exec python3 scripts/check_aws_commands.py "$@"

@@ -37,7 +37,7 @@ fi
 
 ensure_authorizer_function
 
-if authorizer_exists iot describe-authorizer --authorizer-name "$SIGNED_AUTHORIZER" \
+if authorizer_exists ACTIVE iot describe-authorizer --authorizer-name "$SIGNED_AUTHORIZER" \
     --query authorizerDescription.status --output text; then
   authorizer_run iot update-authorizer --authorizer-name "$SIGNED_AUTHORIZER" \
     --authorizer-function-arn "$FUNCTION_ARN" --token-key-name "$TOKEN_KEY_NAME" \

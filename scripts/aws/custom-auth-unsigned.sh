@@ -24,7 +24,7 @@ account="$(account_id)"
 endpoint="$(data_endpoint)"
 ensure_authorizer_function
 
-if authorizer_exists iot describe-authorizer --authorizer-name "$UNSIGNED_AUTHORIZER" \
+if authorizer_exists ACTIVE iot describe-authorizer --authorizer-name "$UNSIGNED_AUTHORIZER" \
     --query authorizerDescription.status --output text; then
   authorizer_run iot update-authorizer --authorizer-name "$UNSIGNED_AUTHORIZER" \
     --authorizer-function-arn "$FUNCTION_ARN" --status ACTIVE >/dev/null

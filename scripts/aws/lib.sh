@@ -126,7 +126,9 @@ aws_exists() {
 
 # The IoT custom-authorizer calls. A local stand-in (moto) does not implement them: with
 # SAMPLES_AWS_STAND_IN set (only allowed together with --endpoint-url) they are printed, written
-# to $SAMPLES_AWS_SKIPPED_LOG for the CI check to validate, and not run.
+# to $SAMPLES_AWS_SKIPPED_LOG for the CI check to validate, and not run. Their look-ups then
+# answer "there" when SAMPLES_AWS_STAND_IN=present and "not there" otherwise, so that the check
+# can take both paths of each script.
 stand_in() { [ -n "${SAMPLES_AWS_STAND_IN:-}" ]; }
 
 skip_on_stand_in() {
@@ -142,8 +144,17 @@ authorizer_run() {
   if stand_in; then skip_on_stand_in "$@"; else aws_run "$@"; fi
 }
 
+# authorizer_exists NAME ARGS...: aws_exists for an authorizer look-up; on the stand-in, NAME
+# is what the look-up answers in LOOKUP_OUTPUT when it says "there".
 authorizer_exists() {
-  if stand_in; then skip_on_stand_in "$@"; return 1; fi
+  local name="$1"
+  shift
+  if stand_in; then
+    skip_on_stand_in "$@"
+    LOOKUP_OUTPUT="$name"
+    [ "$SAMPLES_AWS_STAND_IN" = present ]
+    return
+  fi
   aws_exists "$@"
 }
 

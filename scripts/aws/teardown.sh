@@ -23,13 +23,13 @@ parse_args "$@"
 account="$(account_id)"
 
 # Authorizers: no longer the default, INACTIVE, then deleted.
-if authorizer_exists iot describe-default-authorizer \
+if authorizer_exists "$UNSIGNED_AUTHORIZER" iot describe-default-authorizer \
     --query authorizerDescription.authorizerName --output text \
     && [ "$LOOKUP_OUTPUT" = "$UNSIGNED_AUTHORIZER" ]; then
   authorizer_run iot clear-default-authorizer
 fi
 for authorizer in "$UNSIGNED_AUTHORIZER" "$SIGNED_AUTHORIZER"; do
-  if authorizer_exists iot describe-authorizer --authorizer-name "$authorizer" \
+  if authorizer_exists ACTIVE iot describe-authorizer --authorizer-name "$authorizer" \
       --query authorizerDescription.status --output text; then
     authorizer_run iot update-authorizer --authorizer-name "$authorizer" --status INACTIVE >/dev/null
     authorizer_run iot delete-authorizer --authorizer-name "$authorizer"
