@@ -6,6 +6,8 @@ puts its `aws` first on PATH. Nothing here contacts AWS: every `aws` call gets d
 and either an endpoint where nothing listens (127.0.0.1:9) or the local moto server.
 
 1. Commands (every tracked *.md, and the docstring of scripts/example_authorizer.py):
+   - a line of a shell block that starts with an option means the line before it lost its
+     "\\";
    - every `aws ...` command in a fenced block ("\\" continuations joined, placeholders like
      <region> replaced by dummy values) must fail only at the connection, never at the CLI's
      parameter validation; an unknown placeholder fails the check;
@@ -29,7 +31,6 @@ and either an endpoint where nothing listens (127.0.0.1:9) or the local moto ser
 
 import ast
 import base64
-import concurrent.futures
 import contextlib
 import io
 import json
@@ -215,7 +216,7 @@ def command_end(text, start):
     return len(text)
 
 
-def aws_commands(doc):
+def aws_commands(doc, failures):
     """[(line number, command)] for every `aws` command in the document's code blocks."""
     found = []
     for info, first, lines in doc.blocks:
@@ -223,6 +224,11 @@ def aws_commands(doc):
             continue
         for number, line in logical_lines(lines, first):
             if line.startswith("#"):
+                continue
+            if line.startswith("-"):
+                failures.add("%s:%d" % (doc.path, number),
+                             "a shell line starts with an option (`%s`): the line before it "
+                             "lacks its \\" % line[:40])
                 continue
             for m in AWS_START.finditer(line):
                 start = m.start(1)
@@ -418,6 +424,44 @@ def run_dead(command, work, debug=False):
     return subprocess.run(
         ["bash", "-c", script], env=dead_env(work), capture_output=True, text=True, timeout=60
     )
+
+
+def run_dead_in_process(command, work):
+    """run_dead without a new AWS CLI process per command: bash expands the command's words
+    (quotes, variables, $(...)), then the CLI's own driver runs them in this process, which
+    saves starting and importing the CLI each time. The result looks like run_dead's."""
+    if not command.startswith("aws "):
+        return run_dead(command, work)
+    prelude = "".join("%s=%s; " % (k, _sh_quote(v)) for k, v in VARIABLES.items())
+    script = "set -u; cd %s; %sprintf '%%s\\0' %s" % (_sh_quote(work), prelude, command[4:])
+    words = subprocess.run(["bash", "-c", script], env=dead_env(work), capture_output=True,
+                           timeout=60)
+    if words.returncode != 0:
+        return subprocess.CompletedProcess(command, words.returncode, "",
+                                           words.stderr.decode(errors="replace"))
+    argv = [w.decode() for w in words.stdout.split(b"\0")[:-1]]
+    from awscli.clidriver import create_clidriver
+
+    saved = dict(os.environ)
+    env = dead_env(work)
+    # Set by awscli when it is imported: where its own data files are.
+    env["AWS_DATA_PATH"] = os.environ.get("AWS_DATA_PATH", "")
+    out, err = io.StringIO(), io.StringIO()
+    cwd = os.getcwd()
+    try:
+        os.environ.clear()
+        os.environ.update(env)
+        os.chdir(work)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                rc = create_clidriver().main(argv)
+            except SystemExit as e:
+                rc = e.code if isinstance(e.code, int) else 1
+    finally:
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(saved)
+    return subprocess.CompletedProcess(command, rc, out.getvalue(), err.getvalue())
 
 
 def _sh_quote(value):
@@ -774,7 +818,7 @@ def main():
         prepare_workdir(work)
         jobs, local = [], []
         for doc in docs:
-            commands = aws_commands(doc)
+            commands = aws_commands(doc, failures)
             spans = inline_spans(doc, failures)
             check_files_written(doc, commands + spans, failures)
             check_doc_lambdas(doc, failures)
@@ -794,12 +838,7 @@ def main():
                     continue
                 jobs.append((where, doc, command, concrete))
 
-        def run(job):
-            where, doc, command, concrete = job
-            return job, run_dead(for_cli_v1(concrete), work)
-
-        with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-            results = list(pool.map(run, jobs))
+        results = [(job, run_dead_in_process(for_cli_v1(job[3]), work)) for job in jobs]
         passed = 0
         for (where, doc, command, concrete), result in results:
             if check_connection_only(where, command, result, failures):
