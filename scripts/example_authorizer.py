@@ -12,17 +12,28 @@ Everything else gets a valid deny (isAuthenticated false). The password is never
 Policy ARNs use AWS_REGION (default us-east-1) and EXAMPLE_AUTH_ACCOUNT_ID (as a Lambda: the
 account of the function's ARN; otherwise 123456789012).
 
-As a Lambda (Python 3.9 or later, standard library only):
-    zip authorizer.zip example_authorizer.py
+As a Lambda (Python 3.9 or later, standard library only), it also prints the request event it
+received (password, token and token signature replaced by ***) and the response it returned, so
+both are in the function's CloudWatch log group (/aws/lambda/<function name>). As a command it
+prints only the response.
+
+scripts/aws/custom-auth-unsigned.sh and custom-auth-signed.sh deploy it; by hand (AWS CLI v1 or
+v2, docs/WORKSHOP.md 2.5 and 2.6 show every step, the execution role included):
+    zip -j authorizer.zip scripts/example_authorizer.py
     aws lambda create-function --function-name example-authorizer --runtime python3.12 \\
         --handler example_authorizer.lambda_handler --zip-file fileb://authorizer.zip \\
         --role <an execution role ARN>
     aws iot create-authorizer --authorizer-name example-authorizer --status ACTIVE \\
         --authorizer-function-arn <function ARN> --signing-disabled
-      (signed tokens instead: --token-key-name token \\
-        --token-signing-public-keys key1="$(cat public.pem)")
-    aws lambda add-permission --function-name example-authorizer --statement-id iot \\
-        --action lambda:InvokeFunction --principal iot.amazonaws.com --source-arn <authorizer ARN>
+    aws lambda add-permission --function-name example-authorizer \\
+        --statement-id iot-example-authorizer --action lambda:InvokeFunction \\
+        --principal iot.amazonaws.com --source-arn <authorizer ARN>
+For signed tokens, make a key pair and create a second authorizer with the public key:
+    openssl genrsa -out signing-key.pem 2048
+    openssl rsa -in signing-key.pem -pubout -out signing-key.pub.pem
+    aws iot create-authorizer --authorizer-name example-signed-authorizer --status ACTIVE \\
+        --authorizer-function-arn <function ARN> --token-key-name token \\
+        --token-signing-public-keys key1="$(cat signing-key.pub.pem)"
 
 With iot-core-local (iot-core-local.toml; the event arrives on stdin, the response goes to
 stdout):
@@ -38,6 +49,7 @@ import base64
 import hmac
 import json
 import os
+import re
 import sys
 
 
@@ -115,13 +127,47 @@ def decide(event, account_id=None):
     return response
 
 
+_MASK = "***"
+_SIGNATURE_PARAMETER = re.compile(r"(x-amz-customauthorizer-signature=)[^&]*", re.IGNORECASE)
+
+
+def _masked(event):
+    """A copy of the request event for a log: password, token and token signature are ***."""
+    token = event.get("token")
+
+    def mask_text(text):
+        text = _SIGNATURE_PARAMETER.sub(lambda m: m.group(1) + _MASK, text)
+        if isinstance(token, str) and token:
+            text = text.replace(token, _MASK)
+        return text
+
+    def walk(value, key=None):
+        if isinstance(value, dict):
+            return {k: walk(v, k) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        if key in ("password", "token") and value is not None:
+            return _MASK
+        if isinstance(key, str) and key.lower() == "x-amz-customauthorizer-signature":
+            return _MASK
+        if isinstance(value, str):
+            return mask_text(value)
+        return value
+
+    return walk(event)
+
+
 def lambda_handler(event, context):
-    """AWS Lambda entry point."""
+    """AWS Lambda entry point. Logs (to the function's CloudWatch log group) the request event,
+    masked, and the response."""
     account_id = None
     arn = getattr(context, "invoked_function_arn", None)
     if isinstance(arn, str) and arn.count(":") >= 4:
         account_id = arn.split(":")[4]
-    return decide(event, account_id)
+    print("example_authorizer: received %s" % json.dumps(_masked(event), sort_keys=True))
+    response = decide(event, account_id)
+    print("example_authorizer: returned %s" % json.dumps(response, sort_keys=True))
+    return response
 
 
 def main():
