@@ -1,10 +1,12 @@
 //! Steps 4 and 5: authenticate the CONNECT (certificate, SigV4 key, or custom authorizer) and
-//! authorize it (`iot:Connect` on `client/<clientId>` in the principal's policies).
+//! authorize it (`iot:Connect` on `client/<clientId>` in the principal's policies). An allowed
+//! connection keeps its parsed policies and facts, which the broker's data plane evaluates.
 //!
 //! Every decision carries its reason, which the server logs at info level, e.g.
 //! `denied: signature did not verify against any token-signing key of authorizer X`.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
@@ -13,9 +15,10 @@ use crate::config::{AccessKey, Config};
 use crate::custom_auth::{self, Denial as AuthorizerDenial, EventInput};
 use crate::mqtt::Connect;
 use crate::mtls::Registry;
-use crate::policy::{allows_connect, ConnectRequest};
+use crate::policy::{Action, ConnectAttributes, Facts, PolicySet};
 use crate::tls::Route;
 use crate::websocket::Upgrade;
+use crate::x509::certificate_names;
 
 /// MQTT 5 CONNACK reason codes IoT Core uses to refuse (reference §4).
 pub mod reason {
@@ -28,6 +31,8 @@ pub mod reason {
 /// What the connection presented before CONNECT.
 pub struct Context<'a> {
     pub route: Route,
+    /// The client's address, `aws:SourceIp` in policy conditions.
+    pub peer_ip: IpAddr,
     pub server_name: Option<&'a str>,
     pub peer_certs: Option<&'a [CertificateDer<'static>]>,
     /// The WebSocket upgrade request, for WebSocket connections.
@@ -37,10 +42,18 @@ pub struct Context<'a> {
 }
 
 /// The outcome of one CONNECT.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Outcome {
-    Allowed { principal: String },
-    Denied { code: u8, reason: String },
+    /// `policies` and `facts` decide the connection's data-plane actions.
+    Allowed {
+        principal: String,
+        policies: PolicySet,
+        facts: Facts,
+    },
+    Denied {
+        code: u8,
+        reason: String,
+    },
 }
 
 /// What authentication needs from the account, loaded once at start.
@@ -74,15 +87,37 @@ impl Authenticator {
             Ok(found) => found,
             Err((code, reason)) => return denied(code, reason),
         };
-        let docs: Vec<&str> = documents.iter().map(String::as_str).collect();
-        let request = ConnectRequest {
-            region: &self.config.region,
-            account_id: &self.config.account_id,
-            client_id: id,
+        let policies = match PolicySet::parse(&documents) {
+            Ok(policies) => policies,
+            Err(e) => return denied(reason::NOT_AUTHORIZED, format!("{principal}: {e}")),
         };
-        match allows_connect(&docs, &request) {
-            Ok(()) => Outcome::Allowed { principal },
-            Err(e) => denied(reason::NOT_AUTHORIZED, format!("{principal}: {e}")),
+        let facts = Facts {
+            region: self.config.region.clone(),
+            account_id: self.config.account_id.clone(),
+            client_id: id.clone(),
+            source_ip: Some(ctx.peer_ip),
+            certificate: match ctx.route {
+                Route::Mtls => ctx
+                    .peer_certs
+                    .and_then(<[_]>::first)
+                    .and_then(|leaf| certificate_names(leaf)),
+                _ => None,
+            },
+            thing: None,
+            connect: ConnectAttributes {
+                persistent: persistent_session(connect),
+                last_will_topic: connect.will.as_ref().map(|w| w.topic.clone()),
+            },
+        };
+        let verdict = policies.evaluate(Action::Connect, id, &facts);
+        if verdict.is_allowed() {
+            Outcome::Allowed {
+                principal,
+                policies,
+                facts,
+            }
+        } else {
+            denied(reason::NOT_AUTHORIZED, format!("{principal}: {verdict}"))
         }
     }
 
@@ -174,6 +209,15 @@ impl Authenticator {
             .iter()
             .filter_map(|n| self.config.policies.get(n).cloned())
             .collect()
+    }
+}
+
+/// `iot:ConnectAttributes` `PersistentConnect`: 3.1.1 without clean session, or MQTT 5 without
+/// clean start and with a session expiry.
+fn persistent_session(connect: &Connect) -> bool {
+    match connect.version {
+        crate::mqtt::Version::V311 => !connect.clean_start,
+        crate::mqtt::Version::V5 => !connect.clean_start && connect.properties.session_expiry > 0,
     }
 }
 

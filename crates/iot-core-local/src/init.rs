@@ -248,10 +248,12 @@ const HEADER: &str = "\
 
 ";
 
-/// The sample policy: iot:Connect for client ids `test-*`, as in the samples' READMEs.
+/// The sample policy: iot:Connect for client ids `test-*`, as in the samples' READMEs, and
+/// publish, subscribe and receive on each client's own topics `test/<clientId>/...`.
 fn connect_policy() -> String {
+    let arn = format!("arn:aws:iot:{REGION}:{ACCOUNT_ID}");
     format!(
-        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":"iot:Connect","Resource":"arn:aws:iot:{REGION}:{ACCOUNT_ID}:client/test-*"}}]}}"#
+        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":"iot:Connect","Resource":"{arn}:client/test-*"}},{{"Effect":"Allow","Action":["iot:Publish","iot:Receive","iot:RetainPublish"],"Resource":"{arn}:topic/test/${{iot:ClientId}}/*"}},{{"Effect":"Allow","Action":"iot:Subscribe","Resource":"{arn}:topicfilter/test/${{iot:ClientId}}/*"}}]}}"#
     )
 }
 

@@ -40,3 +40,4 @@ pub mod server;
 pub mod sigv4;
 pub mod tls;
 pub mod websocket;
+pub mod x509;

@@ -622,6 +622,7 @@ impl Conn<'_> {
         };
         let ctx = Context {
             route: self.route,
+            peer_ip: self.peer.ip(),
             server_name: self.server_name,
             peer_certs,
             http,
@@ -630,12 +631,17 @@ impl Conn<'_> {
         let outcome = self.state.auth.decide(&ctx, &connect).await;
         let id = Some(connect.client_id.clone());
         match outcome {
-            Outcome::Allowed { principal } => {
+            Outcome::Allowed {
+                principal,
+                policies,
+                facts,
+            } => {
                 self.decide(id, true, principal);
                 match &self.state.backend {
                     Backend::Embedded(b) => {
                         let peer = self.peer.to_string();
-                        b.serve(stream, connect, &peer, &broker::AllowAll).await;
+                        let plane = broker::Policies { policies, facts };
+                        b.serve(stream, connect, &peer, &plane).await;
                     }
                     Backend::Upstream(addr) => {
                         let bridged = broker::upstream::bridge(

@@ -1,9 +1,13 @@
 //! The policy hook of the data plane: the broker asks it before each inbound PUBLISH
 //! (`iot:Publish`, and `iot:RetainPublish` when RETAIN is set), each SUBSCRIBE filter
 //! (`iot:Subscribe`) and each delivery (`iot:Receive`). Each connection holds its own, built for
-//! its principal. [`AllowAll`] is today's: policies beyond `iot:Connect` are not yet evaluated.
+//! its principal: [`Policies`], the principal's parsed policy documents and the connection's
+//! facts; [`AllowAll`] only for the plain broker of tests and benchmarks.
 
 use std::fmt;
+
+use crate::logsafe::escaped;
+use crate::policy::{self, Facts, PolicySet};
 
 /// A data-plane action, named as in IoT policies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +47,17 @@ impl fmt::Display for Action {
     }
 }
 
+impl From<Action> for policy::Action {
+    fn from(action: Action) -> policy::Action {
+        match action {
+            Action::Publish => policy::Action::Publish,
+            Action::RetainPublish => policy::Action::RetainPublish,
+            Action::Subscribe => policy::Action::Subscribe,
+            Action::Receive => policy::Action::Receive,
+        }
+    }
+}
+
 /// Why an action was denied, for the log line (e.g. the statement that decided).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Denied(pub String);
@@ -60,5 +75,25 @@ pub struct AllowAll;
 impl DataPlane for AllowAll {
     fn check(&self, _: Action, _: &str) -> Result<(), Denied> {
         Ok(())
+    }
+}
+
+/// The policies of one connection's principal, evaluated with the facts of that connection.
+#[derive(Clone, Debug)]
+pub struct Policies {
+    pub policies: PolicySet,
+    pub facts: Facts,
+}
+
+impl DataPlane for Policies {
+    /// A denial's reason is the verdict (the deciding statement, or that none allowed), with the
+    /// client's topic escaped for the log.
+    fn check(&self, action: Action, resource: &str) -> Result<(), Denied> {
+        let verdict = self.policies.evaluate(action.into(), resource, &self.facts);
+        if verdict.is_allowed() {
+            Ok(())
+        } else {
+            Err(Denied(escaped(&verdict.to_string()).to_string()))
+        }
     }
 }

@@ -27,6 +27,9 @@ pub fn account_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// Publish, subscribe and receive on every topic under `test/`, for any client.
+pub const TEST_PUBSUB_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["iot:Publish","iot:RetainPublish","iot:Receive"],"Resource":"arn:aws:iot:us-east-1:123456789012:topic/test/*"},{"Effect":"Allow","Action":"iot:Subscribe","Resource":"arn:aws:iot:us-east-1:123456789012:topicfilter/test/*"}]}"#;
+
 /// Create the standard account plus what the rejection tests need:
 /// an INACTIVE device certificate, an INACTIVE authorizer, and command authorizers that deny,
 /// hang, and return an invalid principalId; authorizer timeout 1 s.
@@ -41,6 +44,15 @@ pub fn rich_account(name: &str) -> PathBuf {
     .expect("init");
     let mut config = Config::load(&dir).expect("load");
     config.server.authorizer_timeout_ms = 1000;
+
+    // The broker tests exchange messages between clients on `test/...`, which init's policy
+    // (each client on its own `test/<clientId>/...`) does not allow: grant that to the device.
+    config
+        .policies
+        .insert("test-pubsub".into(), TEST_PUBSUB_POLICY.into());
+    for cert in config.certificates.iter_mut().filter(|c| c.id == "test-device") {
+        cert.policies.push("test-pubsub".into());
+    }
 
     // A second device certificate, signed by the registered CA but INACTIVE.
     issue_device_cert(&dir, "inactive-device");
