@@ -633,3 +633,275 @@ async fn an_empty_mqtt5_client_id_is_assigned_a_gen_id() {
     assert_eq!(uuid.len(), 36, "{assigned}");
     assert_eq!(broker.stats().connected, 1);
 }
+
+/// init's account as it is: each client may use only `test/<its client id>/...`.
+fn init_account(name: &str) -> std::path::PathBuf {
+    let dir = account_dir(name);
+    iot_core_local::init::init(&iot_core_local::init::InitOptions {
+        dir: dir.clone(),
+        force: true,
+        port_443: 0,
+        port_8883: 0,
+    })
+    .expect("init");
+    dir
+}
+
+/// Replace the device certificate's policies with `policy` alone.
+fn with_device_policy(dir: &std::path::Path, policy: &str) {
+    use iot_core_local::config::Config;
+    let mut config = Config::load(dir).unwrap();
+    config.policies.insert("under-test".into(), policy.into());
+    for cert in config.certificates.iter_mut() {
+        cert.policies = vec!["under-test".into()];
+    }
+    std::fs::write(
+        dir.join(iot_core_local::config::FILE_NAME),
+        config.to_toml().unwrap(),
+    )
+    .unwrap();
+}
+
+fn v5_options(ep: &Endpoint, id: &str) -> rumqttc::v5::MqttOptions {
+    let mut opts = rumqttc::v5::MqttOptions::new(id, "localhost", ep.running.addr_8883.port());
+    opts.set_transport(rumqttc::Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Rustls(tls_config(ep)),
+    ));
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts
+}
+
+/// Poll an MQTT 5 event loop until `pick` returns something, failing on a connection error.
+async fn until5<T>(
+    ev: &mut rumqttc::v5::EventLoop,
+    mut pick: impl FnMut(&rumqttc::v5::mqttbytes::v5::Packet) -> Option<T>,
+) -> T {
+    let wait = async {
+        loop {
+            if let rumqttc::v5::Event::Incoming(p) = ev.poll().await.expect("v5 connection") {
+                if let Some(t) = pick(&p) {
+                    return t;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(TIMEOUT, wait)
+        .await
+        .expect("within the timeout")
+}
+
+/// Poll a 3.1.1 event loop until the server closes the connection.
+async fn closed(ev: &mut rumqttc::EventLoop) -> rumqttc::ConnectionError {
+    let wait = async {
+        loop {
+            if let Err(e) = ev.poll().await {
+                return e;
+            }
+        }
+    };
+    tokio::time::timeout(TIMEOUT, wait)
+        .await
+        .expect("closed within the timeout")
+}
+
+#[tokio::test]
+async fn init_policies_allow_a_client_its_own_topics_over_mqtt5_and_311() {
+    use rumqttc::v5::mqttbytes::v5::Packet as P5;
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    let dir = init_account("own-topics");
+    let ep = Endpoint::start(&dir).await;
+
+    let (c, mut ev) = rumqttc::v5::AsyncClient::new(v5_options(&ep, "test-own5"), 10);
+    c.subscribe("test/test-own5/x", Q5::AtLeastOnce)
+        .await
+        .unwrap();
+    let codes = until5(&mut ev, |p| match p {
+        P5::SubAck(s) => Some(s.return_codes.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        codes,
+        vec![rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Success(
+            Q5::AtLeastOnce
+        )]
+    );
+    c.publish("test/test-own5/x", Q5::AtLeastOnce, true, "mine")
+        .await
+        .unwrap();
+    let p = until5(&mut ev, |p| match p {
+        P5::Publish(m) => Some(m.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        (&p.topic[..], &p.payload[..]),
+        (&b"test/test-own5/x"[..], &b"mine"[..])
+    );
+
+    let (c, mut ev) = client(options(&ep, "test-own3"));
+    c.subscribe("test/test-own3/x", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    assert_eq!(
+        suback(&mut ev).await,
+        vec![rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
+    c.publish("test/test-own3/x", QoS::AtLeastOnce, false, "mine too")
+        .await
+        .unwrap();
+    let p = next_publish(&mut ev).await;
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..]),
+        ("test/test-own3/x", &b"mine too"[..])
+    );
+}
+
+#[tokio::test]
+async fn init_policies_deny_other_topics_as_aws_does_over_mqtt5() {
+    use rumqttc::v5::mqttbytes::v5::{Packet as P5, PubAckReason, SubscribeReasonCode as R5};
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    let dir = init_account("deny5");
+    let ep = Endpoint::start(&dir).await;
+    let (c, mut ev) = rumqttc::v5::AsyncClient::new(v5_options(&ep, "test-deny5"), 10);
+
+    c.subscribe("#", Q5::AtLeastOnce).await.unwrap();
+    let codes = until5(&mut ev, |p| match p {
+        P5::SubAck(s) => Some(s.return_codes.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(codes, vec![R5::NotAuthorized], "SUBACK 0x87 for #");
+
+    c.publish("forbidden/topic", Q5::AtLeastOnce, false, "no")
+        .await
+        .unwrap();
+    let reason = until5(&mut ev, |p| match p {
+        P5::PubAck(a) => Some(a.reason),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reason, PubAckReason::NotAuthorized, "PUBACK 0x87");
+
+    // Another client's own topics are not this client's either, and the connection stays.
+    c.subscribe("test/test-other/x", Q5::AtLeastOnce)
+        .await
+        .unwrap();
+    let codes = until5(&mut ev, |p| match p {
+        P5::SubAck(s) => Some(s.return_codes.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(codes, vec![R5::NotAuthorized]);
+}
+
+#[tokio::test]
+async fn init_policies_deny_other_topics_as_aws_does_over_mqtt311() {
+    let dir = init_account("deny311");
+    let ep = Endpoint::start(&dir).await;
+    let (c, mut ev) = client(options(&ep, "test-deny3"));
+    c.subscribe("#", QoS::AtLeastOnce).await.unwrap();
+    assert_eq!(
+        suback(&mut ev).await,
+        vec![rumqttc::SubscribeReasonCode::Failure],
+        "SUBACK 0x80 for #"
+    );
+    c.publish("forbidden/topic", QoS::AtLeastOnce, false, "no")
+        .await
+        .unwrap();
+    let e = closed(&mut ev).await;
+    assert!(
+        matches!(
+            e,
+            rumqttc::ConnectionError::Io(_) | rumqttc::ConnectionError::MqttState(_)
+        ),
+        "the server closed the connection: {e:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_denied_receive_skips_the_delivery_and_keeps_the_subscription() {
+    let dir = init_account("receive-deny");
+    with_device_policy(
+        &dir,
+        r#"{"Version":"2012-10-17","Statement":[
+            {"Effect":"Allow","Action":"iot:Connect","Resource":"arn:aws:iot:us-east-1:123456789012:client/test-*"},
+            {"Effect":"Allow","Action":["iot:Publish","iot:Receive","iot:Subscribe"],"Resource":["arn:aws:iot:us-east-1:123456789012:topic/test/*","arn:aws:iot:us-east-1:123456789012:topicfilter/test/*"]},
+            {"Sid":"NoSecrets","Effect":"Deny","Action":"iot:Receive","Resource":"arn:aws:iot:us-east-1:123456789012:topic/test/secret"}]}"#,
+    );
+    let ep = Endpoint::start(&dir).await;
+    let (c, mut ev) = client(options(&ep, "test-receiver"));
+    c.subscribe("test/#", QoS::AtLeastOnce).await.unwrap();
+    assert_eq!(
+        suback(&mut ev).await,
+        vec![rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
+    publish(&ep, "test-sender", "test/secret", "hidden", false).await;
+    publish(&ep, "test-sender", "test/open", "seen", false).await;
+    let p = next_publish(&mut ev).await;
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..]),
+        ("test/open", &b"seen"[..]),
+        "test/secret was not delivered, test/open was"
+    );
+}
+
+#[tokio::test]
+async fn a_certificate_common_name_variable_works_over_mtls() {
+    use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet as P5, PubAckReason};
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    let dir = init_account("common-name");
+    with_device_policy(
+        &dir,
+        r#"{"Version":"2012-10-17","Statement":[
+            {"Effect":"Allow","Action":"iot:Connect","Resource":"arn:aws:iot:us-east-1:123456789012:client/${iot:Certificate.Subject.CommonName}"},
+            {"Effect":"Allow","Action":"iot:Publish","Resource":"arn:aws:iot:us-east-1:123456789012:topic/cn/${iot:Certificate.Subject.CommonName}"}]}"#,
+    );
+    let mut ep = Endpoint::start(&dir).await;
+
+    // The device certificate's CommonName is test-device.
+    let (c, mut ev) = rumqttc::v5::AsyncClient::new(v5_options(&ep, "test-device"), 10);
+    c.publish("cn/test-device", Q5::AtLeastOnce, false, "ok")
+        .await
+        .unwrap();
+    let reason = until5(&mut ev, |p| match p {
+        P5::PubAck(a) => Some(a.reason),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reason, PubAckReason::Success);
+    c.publish("cn/someone-else", Q5::AtLeastOnce, false, "no")
+        .await
+        .unwrap();
+    let reason = until5(&mut ev, |p| match p {
+        P5::PubAck(a) => Some(a.reason),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reason, PubAckReason::NotAuthorized);
+    let allowed = ep.decision().await;
+    assert!(allowed.allowed, "{}", allowed.detail);
+
+    let (_c, mut ev) = rumqttc::v5::AsyncClient::new(v5_options(&ep, "test-other"), 10);
+    let e = tokio::time::timeout(TIMEOUT, ev.poll())
+        .await
+        .expect("an answer")
+        .expect_err("refused");
+    assert!(
+        matches!(
+            e,
+            rumqttc::v5::ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized)
+        ),
+        "{e:?}"
+    );
+    let denied = ep.decision().await;
+    assert!(!denied.allowed);
+    assert!(
+        denied.detail.ends_with(
+            "no policy statement allows iot:Connect on \
+             arn:aws:iot:us-east-1:123456789012:client/test-other"
+        ),
+        "{}",
+        denied.detail
+    );
+}
