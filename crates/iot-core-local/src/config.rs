@@ -30,8 +30,11 @@ pub enum ConfigError {
     SeveralDefaultAuthorizers { names: Vec<String> },
     #[error("authorizer '{authorizer}' has signing enabled: it needs token_key_name and token_signing_public_keys (or signing_disabled = true)")]
     SigningWithoutKeys { authorizer: String },
-    #[error("policy '{policy}' is not valid JSON: {detail}")]
-    PolicyNotJson { policy: String, detail: String },
+    #[error("policy '{policy}' cannot be used: {problem}")]
+    InvalidPolicy {
+        policy: String,
+        problem: crate::policy::DocumentError,
+    },
     #[error("cannot write the account as TOML: {0}")]
     Serialize(#[from] toml::ser::Error),
 }
@@ -243,7 +246,8 @@ impl Config {
     }
 
     /// Cross-references: every policy named exists, at most one default authorizer, signing
-    /// authorizers have a token key name and keys, every policy is JSON.
+    /// authorizers have a token key name and keys, every policy is a document the
+    /// policy engine evaluates as AWS does (nothing unsupported in it).
     pub fn check(&self) -> Result<(), ConfigError> {
         let mut named: Vec<(String, &String)> = Vec::new();
         for c in &self.certificates {
@@ -294,11 +298,9 @@ impl Config {
             }
         }
         for (name, doc) in &self.policies {
-            serde_json::from_str::<serde_json::Value>(doc).map_err(|e| {
-                ConfigError::PolicyNotJson {
-                    policy: name.clone(),
-                    detail: e.to_string(),
-                }
+            crate::policy::PolicySet::parse(&[doc]).map_err(|e| ConfigError::InvalidPolicy {
+                policy: name.clone(),
+                problem: e.problem,
             })?;
         }
         Ok(())
@@ -313,6 +315,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::{DocumentError, StatementError, Unsupported};
 
     const POLICY: &str = r#"{"Version":"2012-10-17","Statement":[]}"#;
 
@@ -473,13 +476,49 @@ mod tests {
             .insert("broken".into(), "{\"Version\": ".into());
         let err = config.check().expect_err("not JSON");
         assert!(
-            matches!(&err, ConfigError::PolicyNotJson { policy, .. } if policy == "broken"),
+            matches!(&err, ConfigError::InvalidPolicy { policy, problem: DocumentError::NotJson { .. } } if policy == "broken"),
             "{err:?}"
         );
         assert!(
             err.to_string()
-                .starts_with("policy 'broken' is not valid JSON: EOF while parsing"),
+                .starts_with("policy 'broken' cannot be used: not valid JSON: EOF while parsing"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn check_refuses_a_policy_with_what_the_engine_does_not_support() {
+        let mut config = valid();
+        config.policies.insert(
+            "conditional".into(),
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iot:Connect","Resource":"*","Condition":{"DateGreaterThan":{"aws:CurrentTime":"2020-01-01T00:00:00Z"}}}]}"#.into(),
+        );
+        let err = config.check().expect_err("unsupported operator");
+        assert_eq!(
+            err.to_string(),
+            "policy 'conditional' cannot be used: statement 1: the condition operator \
+             \"DateGreaterThan\" is not supported by iot-core-local, so the document is refused \
+             rather than evaluated differently from AWS"
+        );
+
+        let mut config = valid();
+        config.policies.insert(
+            "variable".into(),
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iot:Publish","Resource":"arn:aws:iot:us-east-1:123456789012:topic/${iot:Connection.Thing.IsAttached}"}]}"#.into(),
+        );
+        let err = config.check().expect_err("unsupported variable");
+        assert!(
+            matches!(
+                &err,
+                ConfigError::InvalidPolicy {
+                    policy,
+                    problem: DocumentError::Statement {
+                        statement: 1,
+                        problem: StatementError::Unsupported(Unsupported::Variable(v)),
+                    },
+                } if policy == "variable" && v == "iot:Connection.Thing.IsAttached"
+            ),
+            "{err:?}"
         );
     }
 
