@@ -274,6 +274,12 @@ async fn custom_authorizer_rejections() {
             (named("denying-authorizer"), None, 0x86, "'denying-authorizer' function denied the connection"),
             (named("slow-authorizer"), None, 0x87, "'slow-authorizer' function did not answer within 1000 ms"),
             (named("bad-principal-authorizer"), None, 0x87, "principalId"),
+            (
+                named("unsupported-policy-authorizer"),
+                None,
+                0x87,
+                "principal cond of authorizer unsupported-policy-authorizer: policy document 1: statement 1: the condition operator \"DateLessThan\" is not supported by iot-core-local",
+            ),
         ];
         for (user, password, code, why) in cases {
             let seen = mqtt_over(custom(&ep), v, CLIENT, Some(&user), password).await;

@@ -32,7 +32,8 @@ pub const TEST_PUBSUB_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"E
 
 /// Create the standard account plus what the rejection tests need:
 /// an INACTIVE device certificate, an INACTIVE authorizer, and command authorizers that deny,
-/// hang, and return an invalid principalId; authorizer timeout 1 s.
+/// hang, return an invalid principalId, and return a policy with an unsupported condition;
+/// authorizer timeout 1 s.
 pub fn rich_account(name: &str) -> PathBuf {
     let dir = account_dir(name);
     init(&InitOptions {
@@ -108,6 +109,12 @@ pub fn rich_account(name: &str) -> PathBuf {
             command(&format!(
                 r#"cat >/dev/null; echo '{{"isAuthenticated":true,"principalId":"not-alphanumeric!","policyDocuments":["{policy}"],"disconnectAfterInSeconds":3600,"refreshAfterInSeconds":600}}'"#
             )),
+        ),
+        // Returns a policy with a condition operator iot-core-local does not evaluate.
+        unsigned(
+            "unsupported-policy-authorizer",
+            Status::Active,
+            command(r#"cat >/dev/null; echo '{"isAuthenticated":true,"principalId":"cond","policyDocuments":["{\"Version\":\"2012-10-17\",\"Statement\":[{\"Effect\":\"Allow\",\"Action\":\"iot:Connect\",\"Resource\":\"*\",\"Condition\":{\"DateLessThan\":{\"aws:CurrentTime\":\"2100-01-01T00:00:00Z\"}}}]}"],"disconnectAfterInSeconds":3600,"refreshAfterInSeconds":600}'"#),
         ),
     ]);
     std::fs::write(
