@@ -592,7 +592,11 @@ impl Var {
                 index,
             } => {
                 let names = facts.certificate.as_ref()?;
-                let list = if *issuer { &names.issuer } else { &names.subject };
+                let list = if *issuer {
+                    &names.issuer
+                } else {
+                    &names.subject
+                };
                 list.iter()
                     .filter(|(a, _)| a == attribute)
                     .nth(*index)
@@ -913,10 +917,10 @@ fn parse_conditions(block: &Map<String, Value>) -> Result<Vec<Condition>, Statem
                         }));
                     }
                     for t in &texts {
-                        networks.push(
-                            parse_cidr(t)
-                                .ok_or_else(|| StatementError::NotAnAddress { found: t.clone() })?,
-                        );
+                        networks
+                            .push(parse_cidr(t).ok_or_else(|| StatementError::NotAnAddress {
+                                found: t.clone(),
+                            })?);
                     }
                 }
                 _ => {}
@@ -1068,9 +1072,21 @@ mod tests {
     #[test]
     fn each_action_is_checked_on_its_own_resource_type() {
         let p = set(&[
-            &st("Allow", r#""iot:Connect""#, &format!(r#""{ARN}:client/dev-1""#)),
-            &st("Allow", r#"["iot:Publish","iot:Receive"]"#, &format!(r#""{ARN}:topic/a/b""#)),
-            &st("Allow", r#""iot:Subscribe""#, &format!(r#""{ARN}:topicfilter/a/b""#)),
+            &st(
+                "Allow",
+                r#""iot:Connect""#,
+                &format!(r#""{ARN}:client/dev-1""#),
+            ),
+            &st(
+                "Allow",
+                r#"["iot:Publish","iot:Receive"]"#,
+                &format!(r#""{ARN}:topic/a/b""#),
+            ),
+            &st(
+                "Allow",
+                r#""iot:Subscribe""#,
+                &format!(r#""{ARN}:topicfilter/a/b""#),
+            ),
         ]);
         let f = facts("dev-1");
         assert!(allowed(&p, Action::Connect, "dev-1", &f));
@@ -1082,7 +1098,11 @@ mod tests {
         assert!(!allowed(&p, Action::Connect, "dev-2", &f));
         assert!(!allowed(&p, Action::Publish, "a/c", &f));
         assert!(!allowed(&p, Action::RetainPublish, "a/b", &f));
-        let p = set(&[&st("Allow", r#""iot:Subscribe""#, &format!(r#""{ARN}:topic/a/b""#))]);
+        let p = set(&[&st(
+            "Allow",
+            r#""iot:Subscribe""#,
+            &format!(r#""{ARN}:topic/a/b""#),
+        )]);
         assert!(!allowed(&p, Action::Subscribe, "a/b", &f));
         assert_eq!(
             p.evaluate(Action::Subscribe, "a/b", &f).to_string(),
@@ -1093,9 +1113,21 @@ mod tests {
     #[test]
     fn iam_wildcards_and_literal_mqtt_wildcards() {
         let p = set(&[
-            &st("Allow", r#""iot:Subscribe""#, &format!(r#""{ARN}:topicfilter/some/+/topic""#)),
-            &st("Allow", r#""iot:Subscribe""#, &format!(r#""{ARN}:topicfilter/x/*""#)),
-            &st("Allow", r#""iot:Publish""#, &format!(r#""{ARN}:topic/room-?""#)),
+            &st(
+                "Allow",
+                r#""iot:Subscribe""#,
+                &format!(r#""{ARN}:topicfilter/some/+/topic""#),
+            ),
+            &st(
+                "Allow",
+                r#""iot:Subscribe""#,
+                &format!(r#""{ARN}:topicfilter/x/*""#),
+            ),
+            &st(
+                "Allow",
+                r#""iot:Publish""#,
+                &format!(r#""{ARN}:topic/room-?""#),
+            ),
         ]);
         let f = facts("c");
         // `+` in a policy is the character '+': only the filter `some/+/topic` itself.
@@ -1111,7 +1143,11 @@ mod tests {
         assert!(!allowed(&p, Action::Publish, "room-12", &f));
         assert!(!allowed(&p, Action::Publish, "room-", &f));
         // Actions match case-insensitively and with wildcards; resources are case-sensitive.
-        let p = set(&[&st("Allow", r#""IOT:pub*""#, &format!(r#""{ARN}:topic/A""#))]);
+        let p = set(&[&st(
+            "Allow",
+            r#""IOT:pub*""#,
+            &format!(r#""{ARN}:topic/A""#),
+        )]);
         assert!(allowed(&p, Action::Publish, "A", &f));
         assert!(!allowed(&p, Action::Publish, "a", &f));
         assert!(!allowed(&p, Action::Receive, "A", &f));
@@ -1163,12 +1199,24 @@ mod tests {
         let p = set(&[&st(
             "Allow",
             r#"["iot:Connect","iot:Subscribe"]"#,
-            &format!(r#"["{ARN}:client/${{iot:ClientId}}","{ARN}:topicfilter/my/${{iot:ClientId}}/topic"]"#),
+            &format!(
+                r#"["{ARN}:client/${{iot:ClientId}}","{ARN}:topicfilter/my/${{iot:ClientId}}/topic"]"#
+            ),
         )]);
         assert!(allowed(&p, Action::Connect, "dev-1", &facts("dev-1")));
         assert!(!allowed(&p, Action::Connect, "dev-2", &facts("dev-1")));
-        assert!(allowed(&p, Action::Subscribe, "my/dev-1/topic", &facts("dev-1")));
-        assert!(!allowed(&p, Action::Subscribe, "my/dev-2/topic", &facts("dev-1")));
+        assert!(allowed(
+            &p,
+            Action::Subscribe,
+            "my/dev-1/topic",
+            &facts("dev-1")
+        ));
+        assert!(!allowed(
+            &p,
+            Action::Subscribe,
+            "my/dev-2/topic",
+            &facts("dev-1")
+        ));
         // A client id with wildcard characters is its own literal text, not a wildcard.
         assert!(allowed(&p, Action::Connect, "a*", &facts("a*")));
         assert!(!allowed(&p, Action::Subscribe, "my/x/topic", &facts("*")));
@@ -1265,9 +1313,8 @@ mod tests {
         let p = with_condition(r#"{"StringNotEquals":{"iot:Connection.Thing.ThingName":"lamp"}}"#);
         assert!(allowed(&p, Action::Publish, "t", &facts("c")));
         // ...and so does ...IfExists.
-        let p = with_condition(
-            r#"{"StringEqualsIfExists":{"iot:Connection.Thing.ThingName":"lamp"}}"#,
-        );
+        let p =
+            with_condition(r#"{"StringEqualsIfExists":{"iot:Connection.Thing.ThingName":"lamp"}}"#);
         assert!(allowed(&p, Action::Publish, "t", &facts("c")));
         let p = with_condition(r#"{"Null":{"iot:Connection.Thing.ThingName":"true"}}"#);
         assert!(allowed(&p, Action::Publish, "t", &facts("c")));
@@ -1344,16 +1391,26 @@ mod tests {
         let e = refused(
             r#"{"Effect":"Deny","Action":"iot:*","Resource":"*","Condition":{"StringEquals":{"aws:PrincipalTag/x":"y"}}}"#,
         );
-        assert!(e.to_string().contains("the condition key \"aws:PrincipalTag/x\""), "{e}");
+        assert!(
+            e.to_string()
+                .contains("the condition key \"aws:PrincipalTag/x\""),
+            "{e}"
+        );
         let e = refused(r#"{"Effect":"Allow","Action":"iot:*","Resource":"${aws:username}"}"#);
-        assert!(e.to_string().contains("the policy variable ${aws:username}"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("the policy variable ${aws:username}"),
+            "{e}"
+        );
         let e = refused(r#"{"Effect":"Allow","Principal":"*","Action":"iot:*","Resource":"*"}"#);
         assert!(e.to_string().contains("the element \"Principal\""), "{e}");
         let e = refused(
             r#"{"Effect":"Allow","Action":"iot:*","Resource":"*","Condition":{"StringEquals":{"iot:ConnectAttributes":"LastWill"}}}"#,
         );
         assert!(e.to_string().contains("ForAnyValue"), "{e}");
-        let e = refused(r#"{"Effect":"Allow","Action":"iot:*","NotAction":"iot:Publish","Resource":"*"}"#);
+        let e = refused(
+            r#"{"Effect":"Allow","Action":"iot:*","NotAction":"iot:Publish","Resource":"*"}"#,
+        );
         assert_eq!(
             e,
             PolicyError {
@@ -1388,6 +1445,170 @@ mod tests {
                 document: 2,
                 problem: DocumentError::NoStatement
             }
+        );
+    }
+
+    // What the iot:Connect-only evaluator's tests covered, on the engine.
+
+    #[test]
+    fn action_wildcards_and_case() {
+        for action in [
+            r#""iot:*""#,
+            r#""*""#,
+            r#""IOT:connect""#,
+            r#""iot:Conn?ct""#,
+        ] {
+            let p = set(&[&st("Allow", action, r#""*""#)]);
+            assert!(
+                allowed(&p, Action::Connect, "test-1", &facts("test-1")),
+                "{action}"
+            );
+        }
+        for action in [r#""iot:Connect*x""#, r#""iotdata:*""#, r#""iot:Connec""#] {
+            let p = set(&[&st("Allow", action, r#""*""#)]);
+            assert!(
+                !allowed(&p, Action::Connect, "test-1", &facts("test-1")),
+                "{action}"
+            );
+        }
+    }
+
+    #[test]
+    fn client_resources_prefix_exact_and_question_mark() {
+        let p = set(&[&st(
+            "Allow",
+            r#""iot:Connect""#,
+            &format!(r#"["{ARN}:client/test-?","{ARN}:client/exact"]"#),
+        )]);
+        for (id, expected) in [
+            ("test-7", true),
+            ("test-", false),
+            ("test-77", false),
+            ("exact", true),
+            ("exact2", false),
+        ] {
+            assert_eq!(
+                allowed(&p, Action::Connect, id, &facts(id)),
+                expected,
+                "{id}"
+            );
+        }
+        let escaped = set(&[&st(
+            "Allow",
+            r#""iot:Connect""#,
+            &format!(r#""{ARN}:client/a${{*}}""#),
+        )]);
+        assert!(allowed(&escaped, Action::Connect, "a*", &facts("a*")));
+        assert!(!allowed(&escaped, Action::Connect, "ab", &facts("ab")));
+    }
+
+    #[test]
+    fn other_region_or_account_does_not_match_and_resources_are_case_sensitive() {
+        for resource in [
+            r#""arn:aws:iot:eu-west-1:123456789012:client/*""#,
+            r#""arn:aws:iot:us-east-1:210987654321:client/*""#,
+            r#""arn:aws:iot:us-east-1:123456789012:client/Test-1""#,
+        ] {
+            let p = set(&[&st("Allow", r#""iot:Connect""#, resource)]);
+            assert!(
+                !allowed(&p, Action::Connect, "test-1", &facts("test-1")),
+                "{resource}"
+            );
+        }
+        let any = set(&[&st(
+            "Allow",
+            r#""iot:Connect""#,
+            r#""arn:aws:iot:*:*:client/test-1""#,
+        )]);
+        assert!(allowed(&any, Action::Connect, "test-1", &facts("test-1")));
+    }
+
+    #[test]
+    fn single_statement_object_form_and_no_documents() {
+        let d = format!(
+            r#"{{"Statement":{{"Effect":"Allow","Action":"iot:Connect","Resource":"{ARN}:client/*"}}}}"#
+        );
+        let p = PolicySet::parse(&[d]).expect("valid");
+        assert!(allowed(&p, Action::Connect, "x", &facts("x")));
+        let none = PolicySet::parse::<&str>(&[]).expect("no documents");
+        assert_eq!(
+            none.evaluate(Action::Connect, "foo", &facts("foo")).to_string(),
+            "no policy statement allows iot:Connect on arn:aws:iot:us-east-1:123456789012:client/foo"
+        );
+    }
+
+    #[test]
+    fn an_explicit_deny_names_its_statement() {
+        let allow = st("Allow", r#""iot:*""#, r#""*""#);
+        let deny = st(
+            "Deny",
+            r#""iot:Connect""#,
+            &format!(r#""{ARN}:client/test-*""#),
+        );
+        for p in [set(&[&allow, &deny]), set(&[&deny, &allow])] {
+            let v = p.evaluate(Action::Connect, "test-1", &facts("test-1"));
+            assert!(!v.is_allowed());
+            assert!(
+                v.to_string().ends_with(
+                    "explicitly denies iot:Connect on arn:aws:iot:us-east-1:123456789012:client/test-1"
+                ),
+                "{v}"
+            );
+            assert!(allowed(&p, Action::Connect, "prod-1", &facts("prod-1")));
+        }
+    }
+
+    #[test]
+    fn malformed_documents_are_reported() {
+        let good = doc(&[&st("Allow", r#""*""#, r#""*""#)]);
+        let err = PolicySet::parse(&[good.as_str(), "{\"Statement\": ["]).expect_err("not JSON");
+        assert!(
+            matches!(err.problem, DocumentError::NotJson { .. }),
+            "{err:?}"
+        );
+        assert_eq!(err.document, 2);
+        assert!(
+            err.to_string()
+                .starts_with("policy document 2: not valid JSON: EOF while parsing"),
+            "{err}"
+        );
+        let cases = [
+            (r#"{"Version":"2012-10-17"}"#, DocumentError::NoStatement),
+            (r#"[]"#, DocumentError::NotAnObject),
+            (r#"{"Statement":"x"}"#, DocumentError::BadStatementList),
+            (
+                r#"{"Statement":[1]}"#,
+                DocumentError::Statement {
+                    statement: 1,
+                    problem: StatementError::NotAnObject,
+                },
+            ),
+            (
+                r#"{"Statement":[{"Effect":"Allow","Resource":"*"}]}"#,
+                DocumentError::Statement {
+                    statement: 1,
+                    problem: StatementError::Missing { element: "Action" },
+                },
+            ),
+        ];
+        for (document, problem) in cases {
+            let err = PolicySet::parse(&[document]).expect_err(document);
+            assert_eq!(
+                err,
+                PolicyError {
+                    document: 1,
+                    problem
+                },
+                "{document}"
+            );
+        }
+        let err = PolicySet::parse(&[
+            r#"{"Statement":[{"Effect":"allow","Action":"*","Resource":"*"}]}"#,
+        ])
+        .expect_err("lower-case effect");
+        assert_eq!(
+            err.to_string(),
+            "policy document 1: statement 1: Effect must be \"Allow\" or \"Deny\", not \"allow\""
         );
     }
 }

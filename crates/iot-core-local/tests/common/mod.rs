@@ -51,7 +51,11 @@ pub fn rich_account(name: &str) -> PathBuf {
     config
         .policies
         .insert("test-pubsub".into(), TEST_PUBSUB_POLICY.into());
-    for cert in config.certificates.iter_mut().filter(|c| c.id == "test-device") {
+    for cert in config
+        .certificates
+        .iter_mut()
+        .filter(|c| c.id == "test-device")
+    {
         cert.policies.push("test-pubsub".into());
     }
 
