@@ -9,11 +9,12 @@
 //! - [`websocket`]: the `GET /mqtt` upgrade, with [`sigv4`] verification;
 //! - [`mqtt`]: the MQTT 3.1.1 and 5 codec: CONNECT, the CONNACKs, every packet after it;
 //! - [`auth`]: authentication ([`mtls`] registry, SigV4 key, [`custom_auth`] authorizers) and
-//!   authorization ([`policy`], `iot:Connect` on `client/<clientId>`);
+//!   authorization ([`policy`], `iot:Connect` on `client/<clientId>`; [`x509`] reads the
+//!   certificate names its variables use);
 //! - [`broker`]: the MQTT broker, in process, with IoT Core's semantics (QoS 0/1, retained on
 //!   the exact filter only, `a/#` not matching `a`, takeover, sessions up to 1 h), and a policy
-//!   hook at every PUBLISH, SUBSCRIBE and delivery; or `--upstream`, a bridge to an external
-//!   broker;
+//!   check at every PUBLISH, SUBSCRIBE and delivery against the same policies; or `--upstream`,
+//!   a bridge to an external broker (which checks nothing after `iot:Connect`);
 //! - [`server`]: the listeners and the per-connection pipeline; [`init`]: the local account;
 //!   [`config`]: its TOML file.
 //!
@@ -21,9 +22,9 @@
 //! (`samples-common`): the two share no canonicalisation code, so that the tests, which check
 //! each against the other, can catch a mistake in either. Do not make one call the other.
 //!
-//! Not for: production use, publish/subscribe authorization (only `iot:Connect` is enforced
-//! today; the broker's hook allows every data-plane action), or anything other than loopback by
-//! default.
+//! Not for: production use, policies beyond what [`policy`] evaluates (a document using anything
+//! else is refused, not partly applied; things attached to certificates are not modelled yet), or
+//! anything other than loopback by default.
 
 #![forbid(unsafe_code)]
 
