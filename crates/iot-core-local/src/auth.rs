@@ -48,7 +48,7 @@ pub enum Outcome {
     Allowed {
         principal: String,
         policies: PolicySet,
-        facts: Facts,
+        facts: Box<Facts>,
     },
     Denied {
         code: u8,
@@ -114,7 +114,7 @@ impl Authenticator {
             Outcome::Allowed {
                 principal,
                 policies,
-                facts,
+                facts: Box::new(facts),
             }
         } else {
             denied(reason::NOT_AUTHORIZED, format!("{principal}: {verdict}"))

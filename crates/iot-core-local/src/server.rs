@@ -640,7 +640,10 @@ impl Conn<'_> {
                 match &self.state.backend {
                     Backend::Embedded(b) => {
                         let peer = self.peer.to_string();
-                        let plane = broker::Policies { policies, facts };
+                        let plane = broker::Policies {
+                            policies,
+                            facts: *facts,
+                        };
                         b.serve(stream, connect, &peer, &plane).await;
                     }
                     Backend::Upstream(addr) => {
