@@ -203,8 +203,9 @@ async fn a_message_holding_the_largest_publish_passes() {
     assert!(ep.decision().await.allowed);
 
     // One message, in two fragments: a QoS 0 PUBLISH of 130,000 bytes (near IoT Core's 128 KB
-    // payload maximum), then a PINGREQ. The PINGRESP shows the whole message went through.
-    let topic = b"test/largest";
+    // payload maximum), then a PINGREQ. The PINGRESP shows the whole message went through (a denied
+    // PUBLISH would close this MQTT 3.1.1 connection instead).
+    let topic = b"test/test-largest/big"; // allowed by init's policy for this client id
     let payload = vec![b'x'; 130_000];
     let remaining = 2 + topic.len() + payload.len();
     let mut message = vec![0x30];
