@@ -59,10 +59,11 @@ samples=(
       --authorizer-private-key "$account/authorizer-private.pem" "${ca[@]}" --port "$p443" localhost
 )
 # mosquitto_pub: MQTT 5 like the samples, the same certificate and client id pattern; it has to
-# publish something, so it sends one empty QoS 0 message before DISCONNECT.
+# publish something, so it sends one empty QoS 0 message before DISCONNECT, on a topic init's
+# policy allows it (test/<clientId>/...).
 pub() { # pub <port>
   echo mosquitto_pub - mosquitto_pub -V 5 -h localhost -p "$1" --cafile "$account/server-ca.pem" \
-    --cert "$account/device.pem" --key "$account/device.key" -i test-mosquitto-pub -t bench/connect -n
+    --cert "$account/device.pem" --key "$account/device.key" -i test-mosquitto-pub -t test/test-mosquitto-pub/connect -n
 }
 
 results="$(mktemp)"
