@@ -603,7 +603,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             }
             for q in batch {
                 if let Err(Denied(why)) = self.policy.check(Action::Receive, &q.message.topic) {
-                    log::debug!(
+                    log::info!(
                         "{}: iot:Receive on topic/{} denied, delivery skipped: {why}",
                         self.who,
                         escaped(&q.message.topic)
