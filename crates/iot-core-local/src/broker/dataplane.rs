@@ -97,3 +97,59 @@ impl DataPlane for Policies {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plane() -> Policies {
+        let policy = r#"{"Version":"2012-10-17","Statement":[
+            {"Effect":"Allow","Action":["iot:Publish","iot:Receive","iot:Subscribe"],"Resource":["arn:aws:iot:us-east-1:123456789012:topic/test/${iot:ClientId}/*","arn:aws:iot:us-east-1:123456789012:topicfilter/test/${iot:ClientId}/*"]},
+            {"Sid":"quiet","Effect":"Deny","Action":"iot:Receive","Resource":"arn:aws:iot:us-east-1:123456789012:topic/test/c1/quiet"}]}"#;
+        Policies {
+            policies: PolicySet::parse(&[policy]).expect("valid"),
+            facts: Facts {
+                region: "us-east-1".into(),
+                account_id: "123456789012".into(),
+                client_id: "c1".into(),
+                ..Facts::default()
+            },
+        }
+    }
+
+    #[test]
+    fn each_broker_action_is_its_policy_action_on_its_resource() {
+        let p = plane();
+        assert_eq!(p.check(Action::Publish, "test/c1/a"), Ok(()));
+        assert_eq!(p.check(Action::Subscribe, "test/c1/a"), Ok(()));
+        assert_eq!(p.check(Action::Receive, "test/c1/a"), Ok(()));
+        assert_eq!(
+            p.check(Action::RetainPublish, "test/c1/a"),
+            Err(Denied(
+                "no policy statement allows iot:RetainPublish on \
+                 arn:aws:iot:us-east-1:123456789012:topic/test/c1/a"
+                    .into()
+            ))
+        );
+        assert_eq!(
+            p.check(Action::Receive, "test/c1/quiet"),
+            Err(Denied(
+                "policy document 1, statement 2 (Sid \"quiet\") explicitly denies iot:Receive on \
+                 arn:aws:iot:us-east-1:123456789012:topic/test/c1/quiet"
+                    .into()
+            ))
+        );
+    }
+
+    #[test]
+    fn the_reason_escapes_the_clients_topic() {
+        let Err(Denied(why)) = plane().check(Action::Subscribe, "x\n#") else {
+            panic!("denied")
+        };
+        assert_eq!(
+            why,
+            "no policy statement allows iot:Subscribe on \
+             arn:aws:iot:us-east-1:123456789012:topicfilter/x\\n#"
+        );
+    }
+}
