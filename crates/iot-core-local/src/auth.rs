@@ -224,3 +224,35 @@ fn persistent_session(connect: &Connect) -> bool {
 fn denied(code: u8, reason: String) -> Outcome {
     Outcome::Denied { code, reason }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mqtt::connect::ConnectProperties;
+    use crate::mqtt::Version;
+
+    fn connect(version: Version, clean_start: bool, session_expiry: u32) -> Connect {
+        Connect {
+            version,
+            client_id: "c".into(),
+            username: None,
+            password: None,
+            keep_alive: 30,
+            clean_start,
+            will: None,
+            properties: ConnectProperties {
+                session_expiry,
+                ..ConnectProperties::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_persistent_session_is_asked_for_as_each_version_says() {
+        assert!(persistent_session(&connect(Version::V311, false, 0)));
+        assert!(!persistent_session(&connect(Version::V311, true, 0)));
+        assert!(persistent_session(&connect(Version::V5, false, 60)));
+        assert!(!persistent_session(&connect(Version::V5, false, 0)));
+        assert!(!persistent_session(&connect(Version::V5, true, 60)));
+    }
+}
