@@ -33,6 +33,28 @@ fn bin_dir() -> &'static PathBuf {
         if release {
             cmd.arg("--release");
         }
+        // Cargo gives this test process the variables of its own package (CARGO_MANIFEST_DIR,
+        // CARGO_PKG_*, ...). Passed on, they change what some build scripts see (ring's reruns
+        // when CARGO_MANIFEST_DIR changes), so the build below would recompile ring and all that
+        // depends on it, and the next `cargo build` from a shell would recompile them back.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            let from_cargo_test = ["CARGO", "CARGO_MANIFEST_DIR", "CARGO_MANIFEST_PATH"]
+                .contains(&key.as_ref())
+                || [
+                    "CARGO_PKG_",
+                    "CARGO_BIN_",
+                    "CARGO_CRATE_",
+                    "CARGO_PRIMARY_PACKAGE",
+                ]
+                .iter()
+                .any(|prefix| key.starts_with(prefix))
+                || key == "CARGO_TARGET_TMPDIR"
+                || key == "OUT_DIR";
+            if from_cargo_test {
+                cmd.env_remove(key.as_ref());
+            }
+        }
         let status = cmd.status().expect("run cargo build for the samples");
         assert!(status.success(), "building the samples failed");
         profile_dir
