@@ -47,6 +47,9 @@ pub enum Outcome {
     /// `policies` and `facts` decide the connection's data-plane actions.
     Allowed {
         principal: String,
+        /// `principalIdentifier` in lifecycle events: the certificate id (64 hex digits), the
+        /// access key id, or the authorizer's principalId.
+        principal_id: String,
         policies: PolicySet,
         facts: Box<Facts>,
     },
@@ -83,7 +86,7 @@ impl Authenticator {
             );
         }
 
-        let (principal, documents) = match self.authenticate(ctx, connect).await {
+        let (principal, principal_id, documents) = match self.authenticate(ctx, connect).await {
             Ok(found) => found,
             Err((code, reason)) => return denied(code, reason),
         };
@@ -113,6 +116,7 @@ impl Authenticator {
         if verdict.is_allowed() {
             Outcome::Allowed {
                 principal,
+                principal_id,
                 policies,
                 facts: Box::new(facts),
             }
@@ -121,24 +125,30 @@ impl Authenticator {
         }
     }
 
-    /// Who is connecting, and the policy documents that apply to them.
+    /// Who is connecting (as logged, and its principal id), and the policy documents that apply
+    /// to them.
     async fn authenticate(
         &self,
         ctx: &Context<'_>,
         connect: &Connect,
-    ) -> Result<(String, Vec<String>), (u8, String)> {
+    ) -> Result<(String, String, Vec<String>), (u8, String)> {
         match ctx.route {
             Route::Mtls => {
                 let identity = self
                     .registry
                     .authenticate(ctx.peer_certs)
                     .map_err(|e| (reason::NOT_AUTHORIZED, e.to_string()))?;
-                Ok((identity.principal, self.documents(&identity.policies)))
+                Ok((
+                    identity.principal,
+                    identity.certificate_id,
+                    self.documents(&identity.policies),
+                ))
             }
             Route::WebSocket if ctx.sigv4_key.is_some() => {
                 let key = ctx.sigv4_key.expect("checked above");
                 Ok((
                     format!("access key {}", key.access_key_id),
+                    key.access_key_id.clone(),
                     self.documents(&key.policies),
                 ))
             }
@@ -150,7 +160,7 @@ impl Authenticator {
         &self,
         ctx: &Context<'_>,
         connect: &Connect,
-    ) -> Result<(String, Vec<String>), (u8, String)> {
+    ) -> Result<(String, String, Vec<String>), (u8, String)> {
         let not_authorized = |d: AuthorizerDenial| (reason::NOT_AUTHORIZED, d.to_string());
         let mut presented = connect
             .username
@@ -200,6 +210,7 @@ impl Authenticator {
                 "principal {} of authorizer {}",
                 response.principal_id, authorizer.name
             ),
+            response.principal_id,
             response.policy_documents,
         ))
     }

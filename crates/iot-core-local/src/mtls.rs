@@ -38,6 +38,8 @@ pub struct Registry {
 #[derive(Debug, PartialEq, Eq)]
 pub struct CertIdentity {
     pub principal: String,
+    /// The certificate id IoT Core would give it: the SHA-256 of its DER, 64 hex digits.
+    pub certificate_id: String,
     pub policies: Vec<String>,
 }
 
@@ -113,6 +115,7 @@ impl Registry {
             return match reg.status {
                 Status::Active => Ok(CertIdentity {
                     principal: format!("certificate {} ({})", reg.id, short(&fingerprint)),
+                    certificate_id: fingerprint.clone(),
                     policies: reg.policies.clone(),
                 }),
                 Status::Inactive => Err(CertDenial::Inactive(reg.id.clone())),
@@ -125,6 +128,7 @@ impl Registry {
                     short(&fingerprint),
                     ca.id
                 ),
+                certificate_id: fingerprint.clone(),
                 policies: ca.auto_register_policies.clone(),
             }),
             Some(ca) => Err(CertDenial::NotRegistered {
@@ -249,6 +253,7 @@ mod tests {
             registry.authenticate(Some(&chain(&cert))),
             Ok(CertIdentity {
                 principal: format!("certificate dev ({})", &fp[..12]),
+                certificate_id: fp.clone(),
                 policies: vec!["device-connect".into()],
             })
         );
@@ -326,6 +331,7 @@ mod tests {
             auto.authenticate(Some(&chain(&cert))),
             Ok(CertIdentity {
                 principal: format!("certificate {} auto-registered by CA ca", &fp[..12]),
+                certificate_id: fp.clone(),
                 policies: vec!["jitp-connect".into()],
             })
         );

@@ -633,18 +633,23 @@ impl Conn<'_> {
         match outcome {
             Outcome::Allowed {
                 principal,
+                principal_id,
                 policies,
                 facts,
             } => {
                 self.decide(id, true, principal);
                 match &self.state.backend {
                     Backend::Embedded(b) => {
-                        let peer = self.peer.to_string();
+                        let origin = broker::Origin {
+                            peer: self.peer.to_string(),
+                            ip: Some(self.peer.ip()),
+                            principal: Some(principal_id),
+                        };
                         let plane = broker::Policies {
                             policies,
                             facts: *facts,
                         };
-                        b.serve(stream, connect, &peer, &plane).await;
+                        b.serve(stream, connect, origin, &plane).await;
                     }
                     Backend::Upstream(addr) => {
                         let bridged = broker::upstream::bridge(
