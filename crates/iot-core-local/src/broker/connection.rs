@@ -253,11 +253,10 @@ pub(super) async fn run<S>(
     );
     let end = match conn.flush().await {
         Ok(()) => {
-            conn.events = Events::start(
-                &router.versions,
-                &conn.client_id,
-                origin.principal.as_deref(),
-            );
+            conn.events = origin
+                .principal
+                .as_deref()
+                .and_then(|p| Events::start(&router.versions, &conn.client_id, p));
             conn.announce(Event::Connected { ip: origin.ip });
             conn.serve().await
         }
@@ -292,7 +291,8 @@ struct Conn<'a, S> {
     problem_info: bool,
     /// 1.5 x the keep-alive.
     keep_alive: Duration,
-    /// Its lifecycle events, from the CONNACK on (none for a client id with `+` or `#`).
+    /// Its lifecycle events, from the CONNACK on (none for a client id with `+` or `#`, nor on
+    /// the plain broker, which authenticates nobody).
     events: Option<Events>,
 }
 
@@ -761,12 +761,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         if let (true, Some(w)) = (publish_will, will) {
             self.publish_will(w);
         }
-        let unacked = std::mem::take(&mut self.inflight).into_values().collect();
-        self.router.disconnect(&self.client_id, self.reg, unacked);
+        // Published before the session is released, so that whoever sees it released (e.g. a
+        // test waiting on the router's stats) can count on the event being routed.
         if let Some(events) = self.events.take() {
             events.publish(self.router, Event::Disconnected(end.disconnect_reason()));
             events.release(&self.router.versions);
         }
+        let unacked = std::mem::take(&mut self.inflight).into_values().collect();
+        self.router.disconnect(&self.client_id, self.reg, unacked);
     }
 
     /// Publish one of this connection's lifecycle events (if its client id has them).

@@ -6,8 +6,11 @@
 //!
 //! Also here: the `versionNumber` of each client id ([`Versions`]), kept in bounded memory.
 //!
-//! Not here: when a connection announces what (the connection's task decides), and `--upstream`,
-//! which publishes no events at all.
+//! Events are published for the connections IoT Core's path authenticated (they have a
+//! principal); the plain broker of tests and benchmarks (`Broker::serve_plain`) authenticates
+//! nobody and publishes none, and `--upstream` bypasses the broker, so it publishes none either.
+//!
+//! Not here: when a connection announces what (the connection's task decides).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -117,8 +120,7 @@ struct Payload<'a> {
     timestamp: u64,
     event_type: &'static str,
     session_identifier: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    principal_identifier: Option<&'a str>,
+    principal_identifier: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     ip_address: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -142,28 +144,24 @@ pub struct Events {
     client_id: Arc<str>,
     /// `sessionIdentifier`: new for each connection.
     session: uuid::Uuid,
-    /// `principalIdentifier`, when the connection was authenticated.
-    principal: Option<String>,
+    /// `principalIdentifier`.
+    principal: String,
     /// `versionNumber`, taken from [`Versions`] for this connection.
     version: u64,
 }
 
 impl Events {
-    /// The events of a connection of `client_id` that just got its CONNACK; `None` when the
-    /// client id gets none. Takes the connection's `versionNumber`: give it back with
-    /// [`Events::release`] when the connection ends.
-    pub fn start(
-        versions: &Versions,
-        client_id: &Arc<str>,
-        principal: Option<&str>,
-    ) -> Option<Events> {
+    /// The events of a connection of `client_id`, authenticated as `principal`, that just got
+    /// its CONNACK; `None` when the client id gets none. Takes the connection's
+    /// `versionNumber`: give it back with [`Events::release`] when the connection ends.
+    pub fn start(versions: &Versions, client_id: &Arc<str>, principal: &str) -> Option<Events> {
         if !announced(client_id) {
             return None;
         }
         Some(Events {
             client_id: client_id.clone(),
             session: uuid::Uuid::new_v4(),
-            principal: principal.map(str::to_string),
+            principal: principal.to_string(),
             version: versions.acquire(client_id, Instant::now()),
         })
     }
@@ -205,7 +203,7 @@ impl Events {
             timestamp,
             event_type,
             session_identifier: self.session.hyphenated().to_string(),
-            principal_identifier: self.principal.as_deref(),
+            principal_identifier: &self.principal,
             ip_address: None,
             version_number: None,
             client_initiated_disconnect: None,
@@ -350,11 +348,11 @@ mod tests {
     use super::*;
     use serde_json::{json, Value};
 
-    fn events(principal: Option<&str>, version: u64) -> Events {
+    fn events(principal: &str, version: u64) -> Events {
         Events {
             client_id: "dev-1".into(),
             session: uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef),
-            principal: principal.map(str::to_string),
+            principal: principal.to_string(),
             version,
         }
     }
@@ -372,7 +370,7 @@ mod tests {
 
     #[test]
     fn connected_carries_the_address_and_the_version() {
-        let e = events(Some("ab12"), 3);
+        let e = events("ab12", 3);
         let ip: IpAddr = "192.0.2.7".parse().unwrap();
         let (topic, v) = json_of(&e, Event::Connected { ip: Some(ip) });
         assert_eq!(topic, "$aws/events/presence/connected/dev-1");
@@ -392,7 +390,7 @@ mod tests {
 
     #[test]
     fn an_ipv4_mapped_address_is_written_as_ipv4() {
-        let e = events(Some("p"), 0);
+        let e = events("p", 0);
         let ip: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
         let (_, v) = json_of(&e, Event::Connected { ip: Some(ip) });
         assert_eq!(v["ipAddress"], "127.0.0.1");
@@ -400,7 +398,7 @@ mod tests {
 
     #[test]
     fn disconnected_carries_who_ended_it_and_why_and_no_address() {
-        let e = events(Some("ab12"), 3);
+        let e = events("ab12", 3);
         let (topic, v) = json_of(
             &e,
             Event::Disconnected(DisconnectReason::ClientInitiatedDisconnect),
@@ -426,7 +424,7 @@ mod tests {
 
     #[test]
     fn subscription_events_carry_topics_and_no_presence_fields() {
-        let e = events(Some("ab12"), 3);
+        let e = events("ab12", 3);
         let (topic, v) = json_of(&e, Event::Subscribed(&["a/b", "$aws/events/#"]));
         assert_eq!(topic, "$aws/events/subscriptions/subscribed/dev-1");
         assert_eq!(
@@ -448,8 +446,8 @@ mod tests {
     }
 
     #[test]
-    fn without_a_principal_or_an_address_those_fields_are_absent() {
-        let e = events(None, 0);
+    fn without_an_address_there_is_no_ip_address() {
+        let e = events("AKIAEXAMPLE", 0);
         let (_, v) = json_of(&e, Event::Connected { ip: None });
         let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
         keys.sort_unstable();
@@ -458,6 +456,7 @@ mod tests {
             [
                 "clientId",
                 "eventType",
+                "principalIdentifier",
                 "sessionIdentifier",
                 "timestamp",
                 "versionNumber"
@@ -470,19 +469,19 @@ mod tests {
         let versions = Versions::default();
         for id in ["a+b", "#", "x/#", "+"] {
             let id: Arc<str> = id.into();
-            assert!(Events::start(&versions, &id, Some("p")).is_none(), "{id}");
+            assert!(Events::start(&versions, &id, "p").is_none(), "{id}");
         }
         assert!(versions.is_empty(), "and take no version number");
         let id: Arc<str> = "a/b$c".into();
-        assert!(Events::start(&versions, &id, None).is_some());
+        assert!(Events::start(&versions, &id, "p").is_some());
     }
 
     #[test]
     fn each_connection_has_its_own_session_identifier() {
         let versions = Versions::default();
         let id: Arc<str> = "c".into();
-        let a = Events::start(&versions, &id, None).unwrap();
-        let b = Events::start(&versions, &id, None).unwrap();
+        let a = Events::start(&versions, &id, "p").unwrap();
+        let b = Events::start(&versions, &id, "p").unwrap();
         assert_ne!(a.session, b.session);
         assert_eq!((a.version, b.version), (0, 1));
     }

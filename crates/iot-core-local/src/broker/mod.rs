@@ -55,7 +55,8 @@ pub struct Origin {
     /// The client's address.
     pub ip: Option<IpAddr>,
     /// Who authenticated: the certificate id, the access key id, or the authorizer's
-    /// principalId. `None` on the plain broker, which authenticates nobody.
+    /// principalId. `None` on the plain broker, which authenticates nobody and publishes no
+    /// lifecycle events.
     pub principal: Option<String>,
 }
 
