@@ -11,9 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use common::*;
 use iot_core_local::config::{Config, FILE_NAME};
 use iot_core_local::init::{files, init, InitOptions, USERNAME};
-use iot_core_local::mqtt::packet::{
-    Ack, Packet, Publish, SubOptions, Subscribe, Unsubscribe,
-};
+use iot_core_local::mqtt::packet::{Ack, Packet, Publish, SubOptions, Subscribe, Unsubscribe};
 use iot_core_local::mqtt::{frame, Frame, Version};
 use iot_core_local::tls::ALPN_MQTT;
 use rustls::pki_types::pem::PemObject;
@@ -355,7 +353,10 @@ async fn a_watcher_sees_connected_and_disconnected_over_both_versions() {
             let stamp = c["timestamp"].as_u64().expect("ms since the epoch");
             assert!(before <= stamp && stamp <= now_ms(), "{c}");
             let session = c["sessionIdentifier"].as_str().unwrap().to_string();
-            assert_eq!(uuid::Uuid::parse_str(&session).unwrap().to_string(), session);
+            assert_eq!(
+                uuid::Uuid::parse_str(&session).unwrap().to_string(),
+                session
+            );
 
             o.disconnect().await;
             let d = w.event(&presence("disconnected", other)).await;

@@ -827,4 +827,32 @@ mod tests {
         assert_eq!(effective_keep_alive(1201), 1200);
         assert_eq!(effective_keep_alive(u16::MAX), 1200);
     }
+
+    #[test]
+    fn each_end_has_its_disconnect_reason() {
+        use DisconnectReason as R;
+        let ends = [
+            (End::Client { will: false }, R::ClientInitiatedDisconnect),
+            (End::Client { will: true }, R::ClientInitiatedDisconnect),
+            (End::Lost("reset".into()), R::ConnectionLost),
+            (End::TakenOver, R::DuplicateClientid),
+            (End::KeepAlive, R::MqttKeepAliveTimeout),
+            (
+                close(reason::PROTOCOL_ERROR, "second CONNECT"),
+                R::ClientError,
+            ),
+            (close(reason::QUOTA_EXCEEDED, "payload"), R::ClientError),
+            (
+                close_for(R::ForbiddenAccess, reason::NOT_AUTHORIZED, "denied"),
+                R::ForbiddenAccess,
+            ),
+            (
+                close_for(R::Throttled, reason::QUOTA_EXCEEDED, "quota"),
+                R::Throttled,
+            ),
+        ];
+        for (end, expected) in ends {
+            assert_eq!(end.disconnect_reason(), expected, "{end:?}");
+        }
+    }
 }

@@ -527,7 +527,10 @@ mod tests {
         assert_eq!(v.acquire(&id, later + VERSION_RESET), 0, "an hour: reset");
         v.release(&id, later + VERSION_RESET);
         assert_eq!(v.len(), 1);
-        assert_eq!(v.sweep(later + VERSION_RESET * 2 - Duration::from_secs(1)), 0);
+        assert_eq!(
+            v.sweep(later + VERSION_RESET * 2 - Duration::from_secs(1)),
+            0
+        );
         assert_eq!(v.sweep(later + VERSION_RESET * 2), 1);
         assert!(v.is_empty());
         v.release(&id, t0);
@@ -549,7 +552,11 @@ mod tests {
             v.release(id, t);
             v.release(id, t);
         }
-        assert_eq!(v.len(), OFFLINE_VERSIONS_CAP + 1, "the cap, plus the live one");
+        assert_eq!(
+            v.len(),
+            OFFLINE_VERSIONS_CAP + 1,
+            "the cap, plus the live one"
+        );
         assert_eq!(v.acquire(&ids[0], t), 0, "the oldest was forgotten");
         assert_eq!(v.acquire(&ids[OFFLINE_VERSIONS_CAP + 4], t), 2, "kept");
         assert_eq!(v.acquire(&live, t), 1, "a live id is never evicted");

@@ -146,3 +146,18 @@ impl Broker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_name_gives_its_address_when_it_is_one() {
+        let o = Origin::from("127.0.0.1:4321");
+        assert_eq!(o.ip, Some(IpAddr::from([127, 0, 0, 1])));
+        assert_eq!(o.peer, "127.0.0.1:4321");
+        assert_eq!(o.principal, None);
+        assert_eq!(Origin::from("[::1]:1").ip, "::1".parse().ok());
+        assert_eq!(Origin::from("pipe").ip, None);
+    }
+}

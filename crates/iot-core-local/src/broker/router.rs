@@ -674,6 +674,40 @@ mod tests {
     }
 
     #[test]
+    fn no_local_never_filters_a_message_from_no_client() {
+        let r = Router::default();
+        let no_local = SubscriptionOptions {
+            qos: 1,
+            no_local: true,
+        };
+        // An empty client id exists on the plain broker (MQTT 3.1.1).
+        let regs: Vec<_> = ["publisher", ""]
+            .into_iter()
+            .map(|id| {
+                let reg = r.connect(id, Version::V311, true, 0, Arc::default());
+                assert_eq!(r.subscribe(id, reg, "t", no_local, 0), Ok(()));
+                (id, reg)
+            })
+            .collect();
+        r.publish(message("t", b"own", 1), false);
+        let mut event = message("t", b"event", 1);
+        Arc::get_mut(&mut event).expect("unshared").from = "".into();
+        r.publish(event, false);
+        let got = |(id, reg)| -> Vec<Vec<u8>> {
+            r.take(id, reg, 10, 10)
+                .iter()
+                .map(|q| q.message.payload.to_vec())
+                .collect()
+        };
+        assert_eq!(
+            got(regs[0]),
+            [b"event".to_vec()],
+            "its own is not delivered"
+        );
+        assert_eq!(got(regs[1]), [b"own".to_vec(), b"event".to_vec()]);
+    }
+
+    #[test]
     fn subscriptions_per_session_are_capped() {
         let r = Router::default();
         let reg = r.connect("c", Version::V5, true, 0, Arc::default());
