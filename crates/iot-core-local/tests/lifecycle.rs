@@ -539,3 +539,75 @@ async fn a_watcher_without_receive_and_a_wildcard_client_id_see_and_cause_nothin
         "iot:Receive denied: no event delivered, not even its own subscribed"
     );
 }
+
+#[tokio::test]
+async fn over_sigv4_the_principal_is_the_access_key_id() {
+    use futures_util::StreamExt;
+    let dir = account("lifecycle-sigv4");
+    let ep = Endpoint::start(&dir).await;
+    let mut w = watcher(&ep, V::V5, "test-watcher").await;
+
+    let key = ep
+        .config
+        .credentials
+        .iter()
+        .find(|k| k.session_token.is_none())
+        .unwrap();
+    let creds = aws_credential_types::Credentials::new(
+        &key.access_key_id,
+        &key.secret_access_key,
+        None,
+        None,
+        "test",
+    );
+    let host = format!("localhost:{}", ep.running.addr_443.port());
+    let signed = samples_common::websocket::presign(&host, "us-east-1", &creds, SystemTime::now());
+    let tls = TlsClient {
+        endpoint: &ep,
+        port: Port::P443,
+        alpn: None,
+        client_cert: None,
+    }
+    .connect()
+    .await
+    .unwrap();
+    let request = http::Request::builder()
+        .uri(format!("wss://{host}{}", signed.path_and_query))
+        .header("Host", &host)
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header(
+            "Sec-WebSocket-Key",
+            tungstenite::handshake::client::generate_key(),
+        )
+        .header("Sec-WebSocket-Protocol", "mqtt")
+        .body(())
+        .unwrap();
+    let (mut ws, _) = async_tungstenite::tokio::client_async(request, tls)
+        .await
+        .expect("upgrade");
+    ws.send(tungstenite::Message::binary(connect_packet(
+        V::V311,
+        "test-sigv4",
+        None,
+        None,
+    )))
+    .await
+    .unwrap();
+    let connack = tokio::time::timeout(TIMEOUT, ws.next())
+        .await
+        .expect("an answer");
+    assert!(
+        matches!(&connack, Some(Ok(tungstenite::Message::Binary(b))) if b[..] == [0x20, 2, 0, 0]),
+        "CONNACK 0: {connack:?}"
+    );
+
+    let c = w.event(&presence("connected", "test-sigv4")).await;
+    assert_eq!(c["principalIdentifier"], key.access_key_id.as_str());
+    assert_eq!(c["ipAddress"], "127.0.0.1");
+    drop(ws);
+    let d = w.event(&presence("disconnected", "test-sigv4")).await;
+    assert_eq!(d["principalIdentifier"], key.access_key_id.as_str());
+    assert_eq!(d["disconnectReason"], "CONNECTION_LOST");
+}
