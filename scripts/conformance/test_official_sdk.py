@@ -14,6 +14,10 @@ trust (the account's server-ca.pem). Two places where the builders cannot expres
   port 443 (with ALPN "mqtt"); awscrt.mqtt.Connection reads .port only in connect(), so the test
   sets connection.port to the listener's port after the builder made the connection.
 
+The cases after CONNACK (publish, subscribe, deliver) keep a client connected while they publish
+and subscribe. They use init's policies (test/<clientId>/*) and one more policy document the
+server fixture attaches to every principal (CONFORMANCE_POLICY_DOCUMENT, below).
+
 Nothing here contacts AWS: the endpoint is localhost and credentials are static.
 """
 
