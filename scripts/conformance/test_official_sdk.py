@@ -894,7 +894,28 @@ MESSAGE_TIMEOUT = 10.0
 # IoT Core's payload limit, 128 KiB.
 MAX_PAYLOAD = 128 * 1024
 
-MODES = ["mtls", "sigv4", "custom-auth-signed", "custom-auth-unsigned"]
+# The kinds of authentication and transport the connection cases above use, for MQTT 5 and
+# (MODES_311) for the 3.1.1 builders they use.
+MODES = [
+    "mtls",
+    "mtls-443",
+    "sigv4",
+    "sigv4-temporary",
+    "custom-auth-signed",
+    "custom-auth-unsigned",
+    "ws-custom-auth-signed",
+    "ws-custom-auth-unsigned",
+]
+MODES_311 = ["mtls", "sigv4-temporary", "custom-auth-signed", "custom-auth-unsigned"]
+
+# What the builders call a callback, as awscrt.mqtt5.ClientOptions calls it (for mtls-443).
+CLIENT_OPTION_NAMES = {
+    "on_publish_received": "on_publish_callback_fn",
+    "on_lifecycle_stopped": "on_lifecycle_event_stopped_fn",
+    "on_lifecycle_connection_success": "on_lifecycle_event_connection_success_fn",
+    "on_lifecycle_connection_failure": "on_lifecycle_event_connection_failure_fn",
+    "on_lifecycle_disconnection": "on_lifecycle_event_disconnection_fn",
+}
 
 
 def build_mqtt5(server: Server, account: Account, mode: str, cid: str, **kwargs) -> mqtt5.Client:
@@ -907,15 +928,43 @@ def build_mqtt5(server: Server, account: Account, mode: str, cid: str, **kwargs)
             pri_key_filepath=account.device_key,
             **common,
         )
-    if mode == "sigv4":
+    if mode == "mtls-443":
+        # As test_mtls_443_alpn_mqtt5: the builder's TLS options plus ALPN x-amzn-mqtt-ca.
+        tls = io.TlsContextOptions.create_client_with_mtls_from_path(
+            account.device_cert, account.device_key
+        )
+        tls.override_default_trust_store_from_path(None, account.server_ca)
+        tls.alpn_list = ["x-amzn-mqtt-ca"]
+        options = {CLIENT_OPTION_NAMES.get(k, k): v for k, v in kwargs.items()}
+        options.setdefault(
+            "extended_validation_and_flow_control_options",
+            mqtt5.ExtendedValidationAndFlowControlOptions.AWS_IOT_CORE_DEFAULTS,
+        )
+        return mqtt5.Client(
+            mqtt5.ClientOptions(
+                host_name=HOST,
+                port=server.port_443,
+                tls_ctx=io.ClientTlsContext(tls),
+                connect_options=mqtt5.ConnectPacket(client_id=cid, keep_alive_interval_sec=1200),
+                **options,
+            )
+        )
+    if mode in ("sigv4", "sigv4-temporary"):
         return mqtt5_client_builder.websockets_with_default_aws_signing(
             region=REGION,
-            credentials_provider=static_credentials(account.long_term),
+            credentials_provider=static_credentials(
+                account.long_term if mode == "sigv4" else account.temporary
+            ),
             port=server.port_443,
             **common,
         )
-    if mode == "custom-auth-signed":
-        return mqtt5_client_builder.direct_with_custom_authorizer(
+    direct, _, kind = mode.rpartition("custom-auth-")
+    build = {
+        "": mqtt5_client_builder.direct_with_custom_authorizer,
+        "ws-": mqtt5_client_builder.websockets_with_custom_authorizer,
+    }.get(direct)
+    if build is not None and kind == "signed":
+        return build(
             auth_authorizer_name="signed-authorizer",
             auth_token_key_name="token",
             auth_token_value="allow",
@@ -923,8 +972,8 @@ def build_mqtt5(server: Server, account: Account, mode: str, cid: str, **kwargs)
             port=server.port_443,
             **common,
         )
-    if mode == "custom-auth-unsigned":
-        return mqtt5_client_builder.direct_with_custom_authorizer(
+    if build is not None and kind == "unsigned":
+        return build(
             auth_username="demo-user",
             auth_password=account.password,
             auth_authorizer_name="unsigned-authorizer",
@@ -1186,7 +1235,7 @@ def test_deep_topic_mqtt5(server, account, decision_log):
         packet = s.server_disconnect()
         print(f"SDK: DISCONNECT {packet!r}")
         assert packet.reason_code == mqtt5.DisconnectReasonCode.TOPIC_NAME_INVALID, repr(packet)
-        server.wait_for_line(decision_log, f"client '{s.cid}'", "disconnected", deep(s.cid, 8))
+        server.wait_for_line(decision_log, f"client '{s.cid}'", deep(s.cid, 8))
 
 
 def test_reserved_shadow_subscription_mqtt5(server, account, decision_log):
@@ -1222,13 +1271,14 @@ def certificate_id(path: str) -> str:
     return cert.fingerprint(hashes.SHA256()).hex()
 
 
-@pytest.mark.parametrize("mode", ["mtls", "sigv4", "custom-auth-unsigned"])
+@pytest.mark.parametrize("mode", ["mtls", "sigv4", "custom-auth-signed", "custom-auth-unsigned"])
 def test_lifecycle_presence_events_mqtt5(server, account, decision_log, mode):
     """An observer subscribed to $aws/events/presence/+/<clientId> sees that client's
     connected event, then its disconnected event, with the fields IoT Core sends."""
     principal = {
         "mtls": certificate_id(account.device_cert),
         "sigv4": account.long_term["access_key_id"],
+        "custom-auth-signed": "signedDevice",
         "custom-auth-unsigned": "demoUser",
     }[mode]
     watched_id = client_id(f"watched-{mode}")
@@ -1297,7 +1347,7 @@ def build_mqtt311(server: Server, account: Account, mode: str, cid: str, **kwarg
             ca_filepath=account.server_ca,
             **common,
         )
-    if mode == "sigv4":
+    if mode == "sigv4-temporary":
         return mqtt_connection_builder.websockets_with_default_aws_signing(
             region=REGION,
             credentials_provider=static_credentials(account.temporary),
@@ -1392,7 +1442,7 @@ class Session311:
             pytest.fail(f"{self.cid} received nothing within {MESSAGE_TIMEOUT}s")
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", MODES_311)
 def test_round_trip_mqtt311(server, account, decision_log, mode):
     with Session311(server, account, mode, f"rt311-{mode}") as s:
         assert s.subscribe(topic_of(s.cid, "#"))["qos"] == mqtt.QoS.AT_LEAST_ONCE
@@ -1463,6 +1513,14 @@ def test_qos2_mqtt311(server, account, decision_log):
         assert s.received.empty()
         assert not s.interrupted.done()
     assert "QoS 2 PUBLISH" not in server.log(decision_log)
+
+
+def test_reserved_shadow_subscription_mqtt311(server, account, decision_log):
+    with Session311(server, account, "custom-auth-signed", "shadow311") as s:
+        granted = s.subscribe(f"$aws/things/{s.cid}/shadow/update/accepted")["qos"]
+        assert granted == mqtt.QoS.AT_LEAST_ONCE
+        assert not s.interrupted.done()
+    assert "denied" not in server.log(decision_log)
 
 
 def test_sys_subscription_closes_mqtt311(server, account, decision_log):
