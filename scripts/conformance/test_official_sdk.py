@@ -887,8 +887,9 @@ def test_refused_wrong_password_mqtt311(server, account, decision_log):
 # A session is a client connected with the SDK's builders, held open while a case publishes,
 # subscribes and watches what arrives. Every wait is bounded (MESSAGE_TIMEOUT, CONNECT_TIMEOUT).
 # Where a case shows that something did not arrive, it does so by ordering, never by a timeout:
-# the broker delivers a connection's publishes in order, so once a later message has arrived, an
-# earlier one that was going to arrive has arrived too.
+# iot-core-local queues each subscriber's messages in the order they were published (IoT Core
+# does not promise that; the cases rely on it only here), so once a later message has arrived,
+# an earlier one that was going to arrive has arrived too.
 
 MESSAGE_TIMEOUT = 10.0
 # IoT Core's payload limit, 128 KiB.
@@ -919,7 +920,8 @@ CLIENT_OPTION_NAMES = {
 
 
 def build_mqtt5(server: Server, account: Account, mode: str, cid: str, **kwargs) -> mqtt5.Client:
-    """An MQTT 5 client for `mode`, built with the SDK's builder for it."""
+    """An MQTT 5 client for `mode`, built with the SDK's builder for it (mtls-443: as
+    test_mtls_443_alpn_mqtt5 builds it)."""
     common = dict(endpoint=HOST, ca_filepath=account.server_ca, client_id=cid, **kwargs)
     if mode == "mtls":
         return mqtt5_client_builder.mtls_from_path(
@@ -1137,7 +1139,9 @@ def test_denied_publish_mqtt5(server, account, decision_log):
         assert "no policy statement allows iot:Publish" in line, line
         mark = server.mark()
         s.publish("forbidden/topic", b"no", mqtt5.QoS.AT_MOST_ONCE)
-        server.wait_for_line(mark, f"client '{s.cid}'", "iot:Publish on topic/forbidden/topic denied")
+        server.wait_for_line(
+            mark, f"client '{s.cid}'", "iot:Publish on topic/forbidden/topic denied"
+        )
         assert_puback(s.publish(topic_of(s.cid, "after"), b"ok"), mqtt5.PubackReasonCode.SUCCESS)
         assert not s.disconnected.done()
 
@@ -1147,7 +1151,8 @@ def test_denied_subscribe_mqtt5(server, account, decision_log):
     filter of the same SUBSCRIBE is granted."""
     with Session5(server, account, "custom-auth-unsigned", "deny-sub5") as s:
         suback = s.subscribe(
-            ("forbidden/#", mqtt5.QoS.AT_LEAST_ONCE), (topic_of(s.cid, "#"), mqtt5.QoS.AT_LEAST_ONCE)
+            ("forbidden/#", mqtt5.QoS.AT_LEAST_ONCE),
+            (topic_of(s.cid, "#"), mqtt5.QoS.AT_LEAST_ONCE),
         )
         print(f"SDK: SUBACK {suback.reason_codes!r}")
         assert suback.reason_codes == [
@@ -1167,8 +1172,9 @@ def test_denied_receive_mqtt5(server, account, decision_log):
     with Session5(server, account, "sigv4", "deny-recv5") as s:
         s.subscribe((topic_of(s.cid, "#"), mqtt5.QoS.AT_LEAST_ONCE))
         hidden = topic_of(s.cid, "receive-denied/x")
+        visible = topic_of(s.cid, "visible")
         assert_puback(s.publish(hidden, b"hidden"), mqtt5.PubackReasonCode.SUCCESS)
-        assert_puback(s.publish(topic_of(s.cid, "visible"), b"seen"), mqtt5.PubackReasonCode.SUCCESS)
+        assert_puback(s.publish(visible, b"seen"), mqtt5.PubackReasonCode.SUCCESS)
         got = s.next_message()
         assert (got.topic, got.payload) == (topic_of(s.cid, "visible"), b"seen")
         s.nothing_more()
@@ -1180,10 +1186,10 @@ def test_denied_receive_mqtt5(server, account, decision_log):
 
 
 def test_qos2_refused_by_the_sdk_mqtt5(server, account, decision_log):
-    """The SDK's MQTT 5 client sends no QoS 2 at all (its docs: "does not currently support
-    QoS 2"): it refuses a QoS 2 SUBSCRIBE and a QoS 2 PUBLISH itself, even with its IoT Core
-    checks off, and the connection stays up. The server's side of QoS 2 is in
-    test_qos2_mqtt311, whose client does send it."""
+    """The SDK's MQTT 5 client sends no QoS 2 at all (awscrt documents QoS 2 as unsupported):
+    it refuses a QoS 2 SUBSCRIBE and a QoS 2 PUBLISH itself, even with its IoT Core checks off,
+    and the connection stays up. The server's answer to a QoS 2 SUBSCRIBE is checked in
+    test_qos2_mqtt311, whose client does send one."""
     with Session5(
         server,
         account,
@@ -1210,7 +1216,8 @@ def test_oversized_payload_mqtt5(server, account, decision_log):
     """128 KiB is accepted and delivered; one byte more gets DISCONNECT 0x97 (quota exceeded)."""
     with Session5(server, account, "mtls", "big5") as s:
         s.subscribe((topic_of(s.cid, "big"), mqtt5.QoS.AT_LEAST_ONCE))
-        assert_puback(s.publish(topic_of(s.cid, "big"), b"x" * MAX_PAYLOAD), mqtt5.PubackReasonCode.SUCCESS)
+        done = s.publish(topic_of(s.cid, "big"), b"x" * MAX_PAYLOAD)
+        assert_puback(done, mqtt5.PubackReasonCode.SUCCESS)
         assert len(s.next_message().payload) == MAX_PAYLOAD
         s.publish_future(topic_of(s.cid, "big"), b"x" * (MAX_PAYLOAD + 1))
         packet = s.server_disconnect()
@@ -1254,11 +1261,8 @@ def test_sys_subscription_disconnects_mqtt5(server, account, decision_log):
     """$SYS/# is not an IoT Core topic: the subscription gets DISCONNECT 0x8F (topic filter
     invalid), although the policy allows it."""
     with Session5(server, account, "mtls", "sys5") as s:
-        future = s.client.subscribe(
-            mqtt5.SubscribePacket(
-                subscriptions=[mqtt5.Subscription(topic_filter="$SYS/#", qos=mqtt5.QoS.AT_LEAST_ONCE)]
-            )
-        )
+        sys_filter = mqtt5.Subscription(topic_filter="$SYS/#", qos=mqtt5.QoS.AT_LEAST_ONCE)
+        future = s.client.subscribe(mqtt5.SubscribePacket(subscriptions=[sys_filter]))
         packet = s.server_disconnect()
         print(f"SDK: DISCONNECT {packet!r}; subscribe future done: {future.done()}")
         assert packet.reason_code == mqtt5.DisconnectReasonCode.TOPIC_FILTER_INVALID, repr(packet)
@@ -1283,7 +1287,8 @@ def test_lifecycle_presence_events_mqtt5(server, account, decision_log, mode):
     }[mode]
     watched_id = client_id(f"watched-{mode}")
     with Session5(server, account, "mtls", "observer") as observer:
-        suback = observer.subscribe((f"$aws/events/presence/+/{watched_id}", mqtt5.QoS.AT_LEAST_ONCE))
+        presence = f"$aws/events/presence/+/{watched_id}"
+        suback = observer.subscribe((presence, mqtt5.QoS.AT_LEAST_ONCE))
         assert suback.reason_codes == [mqtt5.SubackReasonCode.GRANTED_QOS_1]
         before = int(time.time() * 1000)
         with Session5(server, account, mode, "watched", cid=watched_id):
@@ -1335,7 +1340,9 @@ def test_lifecycle_presence_events_mqtt5(server, account, decision_log, mode):
 # Publish and subscribe, MQTT 3.1.1 (awsiot.mqtt_connection_builder)
 
 
-def build_mqtt311(server: Server, account: Account, mode: str, cid: str, **kwargs) -> mqtt.Connection:
+def build_mqtt311(
+    server: Server, account: Account, mode: str, cid: str, **kwargs
+) -> mqtt.Connection:
     """An MQTT 3.1.1 connection for `mode`, as the existing 3.1.1 cases build them."""
     common = dict(client_id=cid, clean_session=True, **kwargs)
     if mode == "mtls":
