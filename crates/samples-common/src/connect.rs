@@ -16,6 +16,7 @@ use tokio::time::{timeout_at, Instant};
 use crate::endpoint::host_header;
 use crate::error::{Error, Stage, TlsFailure};
 use crate::mode::AuthMode;
+use crate::proxy::Proxy;
 use crate::tls::TlsClient;
 
 /// MQTT protocol version.
@@ -61,6 +62,8 @@ pub(crate) enum Carrier {
 #[derive(Clone)]
 pub struct ConnectionSpec {
     pub(crate) mode: AuthMode,
+    /// The HTTP proxy to tunnel through, if any.
+    pub(crate) proxy: Option<Proxy>,
     pub(crate) host: String,
     pub(crate) port: u16,
     pub(crate) tls: TlsClient,
@@ -91,10 +94,24 @@ impl ConnectionSpec {
             .first()
             .map(|p| format!(", ALPN {}", String::from_utf8_lossy(p)))
             .unwrap_or_default();
+        let via = self
+            .proxy
+            .as_ref()
+            .map(|p| format!(" through the proxy {}", p.name()))
+            .unwrap_or_default();
         format!(
-            "{}:{} ({carrier}{alpn}, MQTT {}) as client id '{}'",
+            "{}:{} ({carrier}{alpn}, MQTT {}) as client id '{}'{via}",
             self.host, self.port, self.mqtt_version, self.client_id
         )
+    }
+
+    /// The `host:port` the proxy is asked to CONNECT to: the endpoint's.
+    fn target(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
     }
 }
 
@@ -160,6 +177,9 @@ pub(crate) async fn connect(spec: &ConnectionSpec) -> Result<Session, Error> {
                 let sign = sign.clone();
                 opts.set_request_modifier(move |req| sign(req));
             }
+            if let Some(proxy) = &spec.proxy {
+                opts.set_proxy(proxy.to_rumqttc());
+            }
             let (client, eventloop) = rumqttc::v5::AsyncClient::new(opts, 4);
             SessionInner::V5(client, Box::new(eventloop))
         }
@@ -178,6 +198,9 @@ pub(crate) async fn connect(spec: &ConnectionSpec) -> Result<Session, Error> {
                 let sign = sign.clone();
                 opts.set_request_modifier(move |req| sign(req));
             }
+            if let Some(proxy) = &spec.proxy {
+                opts.set_proxy(proxy.to_rumqttc());
+            }
             opts.set_inflight(OUTGOING_INFLIGHT);
             let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 4);
             let mut net = eventloop.network_options();
@@ -195,12 +218,19 @@ pub(crate) async fn connect(spec: &ConnectionSpec) -> Result<Session, Error> {
     };
     // rumqttc does TCP, TLS and CONNECT in one step; the certificate verifier tells how far the
     // handshake got.
-    let timed_out = || Error::Timeout {
-        after: spec.timeout,
-        stage: if spec.tls.progress.server_answered() {
-            Stage::Connack
-        } else {
-            Stage::TlsHandshake
+    let timed_out = || match &spec.proxy {
+        Some(proxy) if !spec.tls.progress.server_answered() => Error::ProxyTimeout {
+            proxy: proxy.name(),
+            target: spec.target(),
+            after: spec.timeout,
+        },
+        _ => Error::Timeout {
+            after: spec.timeout,
+            stage: if spec.tls.progress.server_answered() {
+                Stage::Connack
+            } else {
+                Stage::TlsHandshake
+            },
         },
     };
     match &mut session.inner {
@@ -280,6 +310,27 @@ impl Session {
 /// bare I/O error. Look the host up again to tell. Done only after a failure, so that a
 /// successful connection costs one lookup (rumqttc's), not two.
 async fn unless_dns(e: Error, spec: &ConnectionSpec, deadline: Instant) -> Error {
+    if let Some(proxy) = &spec.proxy {
+        // The proxy resolves the endpoint; only the proxy's own name is ours to look up.
+        return match e {
+            Error::ProxyUnreachable {
+                proxy: name,
+                reason,
+            } if reason != REFUSED => {
+                match resolve(&proxy.host, proxy.port, deadline, spec.timeout).await {
+                    Err(Error::Dns { reason, .. }) => Error::ProxyDns {
+                        proxy: name,
+                        reason,
+                    },
+                    _ => Error::ProxyUnreachable {
+                        proxy: name,
+                        reason,
+                    },
+                }
+            }
+            other => other,
+        };
+    }
     if !matches!(e, Error::Other(_)) {
         return e;
     }
@@ -321,7 +372,113 @@ fn dns_reason(e: &std::io::Error) -> String {
         .unwrap_or(text)
 }
 
+/// How a refused TCP connection to the proxy is worded.
+const REFUSED: &str = "connection refused";
+
+/// A failure on the way through the proxy: reaching it, TLS to it, or its answer to CONNECT.
+/// rumqttc does not export its proxy error type, so its source tells which step failed.
+fn classify_proxy(e: &(dyn std::error::Error + 'static), spec: &ConnectionSpec) -> Error {
+    use async_http_proxy::HttpError as H;
+    let Some(proxy) = spec.proxy.as_ref().map(Proxy::name) else {
+        return Error::Other(e.to_string());
+    };
+    let Some(source) = e.source() else {
+        return Error::Other(e.to_string());
+    };
+    let closed = || Error::ProxyClosed {
+        proxy: proxy.clone(),
+        target: spec.target(),
+    };
+    if let Some(io) = source.downcast_ref::<std::io::Error>() {
+        let reason = match io.kind() {
+            std::io::ErrorKind::ConnectionRefused => REFUSED.to_string(),
+            std::io::ErrorKind::TimedOut => "timed out".to_string(),
+            _ => io.to_string(),
+        };
+        return Error::ProxyUnreachable { proxy, reason };
+    }
+    if let Some(tls) = source.downcast_ref::<rumqttc::TlsError>() {
+        let detail = match classify(tls, spec) {
+            Error::Tls(failure) => tls_cause_detail(&failure),
+            Error::ClosedWithoutConnack => "it closed the connection during the handshake".into(),
+            other => other.to_string(),
+        };
+        return Error::ProxyTls { proxy, detail };
+    }
+    match source.downcast_ref::<H>() {
+        Some(http) => match http {
+            H::HttpCode200(status) => Error::ProxyStatus {
+                proxy,
+                target: spec.target(),
+                status: *status,
+            },
+            H::EndOfFile => closed(),
+            H::IoError(io)
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::UnexpectedEof
+                        | std::io::ErrorKind::BrokenPipe
+                        | std::io::ErrorKind::ConnectionAborted
+                ) =>
+            {
+                closed()
+            }
+            H::IoError(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+                Error::ProxyBadAnswer {
+                    proxy,
+                    detail: "it is not text".into(),
+                }
+            }
+            H::MaximumResponseHeaderLengthExceeded(_) => Error::ProxyBadAnswer {
+                proxy,
+                detail: format!(
+                    "its header is longer than {} bytes",
+                    async_http_proxy::MAXIMUM_RESPONSE_HEADER_LENGTH
+                ),
+            },
+            other => Error::ProxyBadAnswer {
+                proxy,
+                detail: escape_controls(&other.to_string()),
+            },
+        },
+        None => Error::Other(e.to_string()),
+    }
+}
+
+/// What a TLS failure with the proxy was, without the endpoint-specific wording.
+fn tls_cause_detail(failure: &TlsFailure) -> String {
+    match failure {
+        TlsFailure::UnknownIssuer => "its certificate is not signed by a trusted CA".into(),
+        TlsFailure::NameMismatch => "its certificate is not valid for its host name".into(),
+        TlsFailure::ServerCertExpired => "its certificate is expired or not yet valid".into(),
+        TlsFailure::ClosedDuringHandshake => "it closed the connection during the handshake".into(),
+        TlsFailure::ClientCertRejected(a) => format!("it sent alert {a}"),
+        TlsFailure::ClientCertRequired => "it requires a client certificate".into(),
+        TlsFailure::Other(detail) => detail.clone(),
+    }
+}
+
+/// Through a proxy, a hang-up in the endpoint's TLS handshake may be the proxy's doing: say so.
+fn through_proxy(e: Error, spec: &ConnectionSpec) -> Error {
+    match (&spec.proxy, e) {
+        (Some(proxy), Error::Tls(TlsFailure::ClosedDuringHandshake)) => Error::ProxyTunnelClosed {
+            proxy: proxy.name(),
+            target: spec.target(),
+        },
+        (_, e) => e,
+    }
+}
+
 fn classify_v5(e: rumqttc::v5::ConnectionError, spec: &ConnectionSpec) -> Error {
+    through_proxy(classify_v5_direct(e, spec), spec)
+}
+
+fn classify_v4(e: rumqttc::ConnectionError, spec: &ConnectionSpec) -> Error {
+    through_proxy(classify_v4_direct(e, spec), spec)
+}
+
+fn classify_v5_direct(e: rumqttc::v5::ConnectionError, spec: &ConnectionSpec) -> Error {
     use rumqttc::v5::mqttbytes::v5::Packet;
     use rumqttc::v5::{ConnectionError as C, StateError as S};
     match e {
@@ -357,11 +514,12 @@ fn classify_v5(e: rumqttc::v5::ConnectionError, spec: &ConnectionSpec) -> Error 
             other => Error::UnexpectedPacket(packet_name_v5(&other)),
         },
         C::Websocket(ws) => classify_ws(ws, spec),
+        C::Proxy(ref proxy) => classify_proxy(proxy, spec),
         other => classify(&other, spec),
     }
 }
 
-fn classify_v4(e: rumqttc::ConnectionError, spec: &ConnectionSpec) -> Error {
+fn classify_v4_direct(e: rumqttc::ConnectionError, spec: &ConnectionSpec) -> Error {
     use rumqttc::{ConnectionError as C, StateError as S};
     match e {
         C::ConnectionRefused(code) => Error::Refused311 { code: code as u8 },
@@ -376,6 +534,7 @@ fn classify_v4(e: rumqttc::ConnectionError, spec: &ConnectionSpec) -> Error {
         }
         C::NotConnAck(packet) => Error::UnexpectedPacket(packet_name_v4(&packet)),
         C::Websocket(ws) => classify_ws(ws, spec),
+        C::Proxy(ref proxy) => classify_proxy(proxy, spec),
         other => classify(&other, spec),
     }
 }
@@ -600,6 +759,7 @@ mod tests {
     fn spec(mode: AuthMode) -> ConnectionSpec {
         ConnectionSpec {
             mode,
+            proxy: None,
             host: "localhost".into(),
             port: 1,
             tls: crate::tls::client_config(&Default::default()).unwrap(),
