@@ -1052,4 +1052,241 @@ mod tests {
             .expect("an untrusted server is refused");
         assert!(matches!(e, Error::Tls(TlsFailure::UnknownIssuer)), "{e:?}");
     }
+
+    /// A loopback fake proxy that reads one CONNECT request, hands it to `answer`, and writes
+    /// what `answer` returns (then closes). Returns its port and the request it read.
+    fn fake_proxy(
+        answer: fn(&str) -> Option<&'static [u8]>,
+    ) -> (u16, std::sync::mpsc::Receiver<String>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let Ok((mut tcp, _)) = listener.accept() else {
+                return;
+            };
+            let mut request = Vec::new();
+            let mut byte = [0u8; 1];
+            while !request.ends_with(b"\r\n\r\n") && request.len() < 8192 {
+                match tcp.read(&mut byte) {
+                    Ok(1) => request.push(byte[0]),
+                    _ => return,
+                }
+            }
+            let request = String::from_utf8_lossy(&request).into_owned();
+            let reply = answer(&request);
+            let _ = tx.send(request);
+            match reply {
+                Some(bytes) => {
+                    let _ = tcp.write_all(bytes);
+                }
+                // Hold the connection, answering nothing, until the client hangs up.
+                None => {
+                    let _ = std::io::copy(&mut tcp, &mut std::io::sink());
+                }
+            }
+        });
+        (port, rx)
+    }
+
+    fn proxied(port: u16, user: Option<(&str, &str)>) -> ConnectionSpec {
+        let mut s = loopback_spec(AuthMode::Mtls, 8883, None);
+        s.host = "endpoint.example".into();
+        s.proxy = Some(Proxy {
+            scheme: crate::proxy::Scheme::Http,
+            host: "127.0.0.1".into(),
+            port,
+            source: crate::proxy::ProxySource::Flags,
+            credentials: user.map(|(u, p)| (u.to_string(), p.to_string())),
+            tls: None,
+        });
+        s
+    }
+
+    async fn through(
+        answer: fn(&str) -> Option<&'static [u8]>,
+        user: Option<(&str, &str)>,
+    ) -> (Error, String) {
+        let (port, request) = fake_proxy(answer);
+        let spec = proxied(port, user);
+        let e = connect(&spec)
+            .await
+            .err()
+            .expect("the fake proxy opens no tunnel");
+        let request = request.recv().unwrap_or_default();
+        (e, request)
+    }
+
+    #[tokio::test]
+    async fn the_proxy_is_asked_for_the_endpoint_with_the_credentials_given() {
+        let (e, request) = through(
+            |_| Some(b"HTTP/1.1 403 Forbidden\r\n\r\n"),
+            Some(("alice", "pw-1234")),
+        )
+        .await;
+        let mut lines = request.lines();
+        assert_eq!(lines.next(), Some("CONNECT endpoint.example:8883 HTTP/1.1"));
+        assert!(
+            request.contains("\r\nHost: endpoint.example:8883\r\n"),
+            "{request}"
+        );
+        // base64("alice:pw-1234")
+        assert!(
+            request.contains("\r\nProxy-Authorization: Basic YWxpY2U6cHctMTIzNA==\r\n"),
+            "{request}"
+        );
+        assert!(matches!(e, Error::ProxyStatus { status: 403, .. }), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn a_403_says_the_proxy_refuses_the_endpoint_or_port() {
+        let (e, _) = through(
+            |_| Some(b"HTTP/1.1 403 Access violation\r\nServer: x\r\n\r\nbody"),
+            None,
+        )
+        .await;
+        let port = match &e {
+            Error::ProxyStatus { proxy, .. } => proxy.url.rsplit(':').next().unwrap().to_string(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            e.cause(),
+            format!("the proxy http://127.0.0.1:{port} refused to open a tunnel to endpoint.example:8883: HTTP 403 Forbidden")
+        );
+        assert_eq!(
+            e.hint(AuthMode::Mtls),
+            format!("the proxy http://127.0.0.1:{port} does not allow tunnels to endpoint.example:8883: many proxies allow CONNECT to port 443 only (try --port 443), or ask its administrator to allow the endpoint")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_407_asks_for_credentials_or_says_they_were_refused() {
+        const ANSWER: fn(&str) -> Option<&'static [u8]> = |_| {
+            Some(b"HTTP/1.0 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"p\"\r\n\r\n")
+        };
+        let (e, _) = through(ANSWER, None).await;
+        assert!(matches!(e, Error::ProxyStatus { status: 407, .. }), "{e:?}");
+        assert!(
+            e.cause()
+                .ends_with(": HTTP 407 Proxy Authentication Required"),
+            "{}",
+            e.cause()
+        );
+        let hint = e.hint(AuthMode::Mtls);
+        assert!(hint.starts_with("the proxy http://127.0.0.1:"), "{hint}");
+        assert!(hint.ends_with(" wants a user name and password: pass --proxy-user and PROXY_PASSWORD (or --proxy-password-file)"), "{hint}");
+
+        let (e, _) = through(ANSWER, Some(("alice", "wrong-pw-1"))).await;
+        let hint = e.hint(AuthMode::Mtls);
+        assert!(hint.ends_with(" did not accept the user 'alice' and its password: check --proxy-user and PROXY_PASSWORD (or --proxy-password-file)"), "{hint}");
+        assert!(!e.cause().contains("wrong-pw-1") && !hint.contains("wrong-pw-1"));
+    }
+
+    #[tokio::test]
+    async fn a_502_says_the_proxy_cannot_reach_the_endpoint() {
+        let (e, _) = through(|_| Some(b"HTTP/1.1 502 Bad Gateway\r\n\r\n"), None).await;
+        assert!(
+            e.cause().ends_with(
+                "refused to open a tunnel to endpoint.example:8883: HTTP 502 Bad Gateway"
+            ),
+            "{}",
+            e.cause()
+        );
+        assert!(e.hint(AuthMode::Mtls).ends_with(" could not reach endpoint.example:8883 for you: check --endpoint and --port, and that the proxy's network reaches AWS IoT Core"));
+    }
+
+    #[tokio::test]
+    async fn a_proxy_that_hangs_up_or_answers_garbage_is_named() {
+        let (e, _) = through(|_| Some(b""), None).await;
+        assert!(matches!(e, Error::ProxyClosed { .. }), "{e:?}");
+        assert!(
+            e.cause().ends_with(
+                " closed the connection without answering CONNECT to endpoint.example:8883"
+            ),
+            "{}",
+            e.cause()
+        );
+        assert!(e
+            .hint(AuthMode::Mtls)
+            .contains("is an HTTP proxy that allows CONNECT (--proxy-host and --proxy-port)"));
+
+        let (e, _) = through(|_| Some(b"\x05\x00garbage\r\n\r\n"), None).await;
+        assert!(matches!(e, Error::ProxyBadAnswer { .. }), "{e:?}");
+        assert!(
+            e.cause()
+                .contains(" answered CONNECT with something that is not an HTTP response ("),
+            "{}",
+            e.cause()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tunnel_closed_during_the_endpoint_handshake_names_the_proxy() {
+        let (e, _) = through(
+            |_| Some(b"HTTP/1.1 200 Connection established\r\n\r\n"),
+            None,
+        )
+        .await;
+        assert!(matches!(e, Error::ProxyTunnelClosed { .. }), "{e:?}");
+        assert!(
+            e.cause()
+                .ends_with(" closed during the TLS handshake with endpoint.example:8883"),
+            "{}",
+            e.cause()
+        );
+        assert!(e
+            .hint(AuthMode::Mtls)
+            .contains("mTLS uses 8883, or 443 with ALPN x-amzn-mqtt-ca"));
+    }
+
+    #[tokio::test]
+    async fn a_silent_proxy_is_a_timeout_through_the_proxy() {
+        let (e, _) = through(|_| None, None).await;
+        assert!(matches!(e, Error::ProxyTimeout { .. }), "{e:?}");
+        assert!(
+            e.cause()
+                .starts_with("no answer within 1s through the proxy http://127.0.0.1:"),
+            "{}",
+            e.cause()
+        );
+        assert!(e.hint(AuthMode::Mtls).ends_with(
+            "can reach endpoint.example:8883 (--proxy-host and --proxy-port), or raise --timeout"
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_proxy_port_nothing_listens_on_is_refused() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let e = connect(&proxied(port, None)).await.err().unwrap();
+        assert_eq!(
+            e.cause(),
+            format!("could not connect to the proxy http://127.0.0.1:{port}: connection refused")
+        );
+        assert_eq!(
+            e.hint(AuthMode::Mtls),
+            format!("check that a proxy runs at http://127.0.0.1:{port} and that --proxy-host and --proxy-port name it")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_proxy_name_that_does_not_resolve_is_reported_as_dns() {
+        let mut spec = proxied(3128, None);
+        if let Some(p) = spec.proxy.as_mut() {
+            p.host = format!("{}.invalid", "a".repeat(64));
+        }
+        let e = connect(&spec).await.err().unwrap();
+        assert!(matches!(e, Error::ProxyDns { .. }), "{e:?}");
+        assert!(
+            e.cause()
+                .starts_with("could not resolve the host name of the proxy http://aaaa"),
+            "{}",
+            e.cause()
+        );
+        assert!(e
+            .hint(AuthMode::Mtls)
+            .starts_with("check the proxy's host name in --proxy-host and --proxy-port"));
+    }
 }

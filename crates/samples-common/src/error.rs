@@ -515,17 +515,18 @@ fn status_phrase(status: u16) -> String {
 
 fn proxy_status_hint(proxy: &ProxyName, target: &str, status: u16) -> String {
     match (status, &proxy.user) {
-        (407, Some(user)) => format!(
+        // tinyproxy answers wrong credentials with 401 rather than 407.
+        (401 | 407, Some(user)) => format!(
             "the proxy {} did not accept the user '{user}' and its password: check {}",
             proxy.url,
             proxy.credential_settings()
         ),
-        (407, None) => format!(
+        (401 | 407, None) => format!(
             "the proxy {} wants a user name and password: pass {}",
             proxy.url,
             proxy.credential_settings()
         ),
-        (401 | 403, _) => format!(
+        (403, _) => format!(
             "the proxy {} does not allow tunnels to {target}: many proxies allow CONNECT to \
              port 443 only (try --port 443), or ask its administrator to allow the endpoint",
             proxy.url
