@@ -1289,4 +1289,110 @@ mod tests {
             .hint(AuthMode::Mtls)
             .starts_with("check the proxy's host name in --proxy-host and --proxy-port"));
     }
+
+    /// A loopback `https://` proxy: TLS with `identity`, then one CONNECT; answers 200 and
+    /// relays to the target it was asked for. Returns its port and the CONNECT line it read.
+    fn tls_relay_proxy(identity: &ServerIdentity) -> (u16, tokio::sync::oneshot::Receiver<String>) {
+        use rumqttc::tokio_rustls::TlsAcceptor;
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![identity.cert.clone()], identity.key.clone_key())
+        .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let (tcp, _) = listener.accept().await.unwrap();
+            let Ok(tls) = TlsAcceptor::from(Arc::new(config)).accept(tcp).await else {
+                return;
+            };
+            let mut tls = BufReader::new(tls);
+            let mut first = String::new();
+            tls.read_line(&mut first).await.unwrap();
+            let mut line = String::new();
+            while line != "\r\n" {
+                line.clear();
+                if tls.read_line(&mut line).await.unwrap() == 0 {
+                    return;
+                }
+            }
+            let target = first.split(' ').nth(1).unwrap_or_default().to_string();
+            let _ = tx.send(first.trim_end().to_string());
+            let target = target.replace("endpoint.example", "127.0.0.1");
+            let mut upstream = tokio::net::TcpStream::connect(target).await.unwrap();
+            let mut tls = tls.into_inner();
+            tls.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                .await
+                .unwrap();
+            let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
+        });
+        (port, rx)
+    }
+
+    #[tokio::test]
+    async fn an_https_proxy_carries_the_endpoints_own_tls_inside_its_tls() {
+        let proxy_identity = server_identity("https-proxy");
+        let endpoint_identity = server_identity("https-proxy-endpoint");
+        let endpoint_port = tls_server_without_mqtt(&endpoint_identity);
+        let (proxy_port, connect_line) = tls_relay_proxy(&proxy_identity);
+        let mut spec = loopback_spec(
+            AuthMode::Mtls,
+            endpoint_port,
+            Some(&endpoint_identity.ca_file),
+        );
+        spec.proxy = Some(Proxy {
+            scheme: crate::proxy::Scheme::Https,
+            host: "127.0.0.1".into(),
+            port: proxy_port,
+            source: crate::proxy::ProxySource::Environment("HTTPS_PROXY"),
+            credentials: None,
+            tls: Some(crate::tls::proxy_config(Some(&proxy_identity.ca_file)).unwrap()),
+        });
+        // The endpoint's certificate was checked through the tunnel (it answered TLS); it then
+        // never answers CONNECT, as this test server does.
+        let e = connect(&spec).await.err().unwrap();
+        assert!(
+            matches!(
+                e,
+                Error::Timeout {
+                    stage: Stage::Connack,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(
+            connect_line.await.unwrap(),
+            format!("CONNECT 127.0.0.1:{endpoint_port} HTTP/1.1")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_https_proxy_with_an_untrusted_certificate_is_named() {
+        let proxy_identity = server_identity("https-proxy-untrusted");
+        let (proxy_port, _) = tls_relay_proxy(&proxy_identity);
+        let mut spec = proxied(proxy_port, None);
+        if let Some(p) = spec.proxy.as_mut() {
+            p.scheme = crate::proxy::Scheme::Https;
+            p.tls = Some(crate::tls::proxy_config(None).unwrap());
+        }
+        let e = connect(&spec).await.err().unwrap();
+        assert_eq!(
+            e.cause(),
+            format!(
+                "TLS to the proxy https://127.0.0.1:{proxy_port} failed: its certificate is not \
+                 signed by a trusted CA"
+            )
+        );
+        assert!(e
+            .hint(AuthMode::Mtls)
+            .ends_with("pass the CA that signed its certificate with --proxy-ca-file"));
+    }
 }
