@@ -1060,3 +1060,28 @@ async fn an_unreachable_proxy_is_named_in_the_failure() {
         &format!("check that a proxy runs at http://127.0.0.1:{port} and that HTTPS_PROXY name it"),
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_cannot_reach_the_endpoint() {
+    let env = Env::new("e2e-proxy-unreachable").await;
+    let proxy = Tinyproxy::start(
+        &account_dir("e2e-proxy-unreachable-proxy"),
+        &TinyproxyOptions::default(),
+    );
+    // A port nothing listens on behind the proxy: tinyproxy answers 500.
+    let closed = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port().to_string()
+    };
+    let port = proxy.port.to_string();
+    let r = env
+        .mtls(&closed, "3.1.1")
+        .args(["--proxy-host", "127.0.0.1", "--proxy-port", &port])
+        .run()
+        .await;
+    r.assert_failure(
+        &format!("the proxy http://127.0.0.1:{port} refused to open a tunnel to localhost:{closed}: HTTP 500 Internal Server Error"),
+        &format!("the proxy http://127.0.0.1:{port} could not reach localhost:{closed} for you: check --endpoint and --port"),
+    );
+    assert_eq!(proxy.connects_to(&format!("localhost:{closed}")), 1);
+}
