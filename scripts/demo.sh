@@ -82,12 +82,44 @@ for v in 5 3.1.1; do
   run websocket-connect "authorizer, unsigned" "WebSocket, 443" "$v" \
     "$profile_dir/websocket-connect" "${unsigned[@]}" "${ca[@]}" --port "$p443" --mqtt-version "$v" localhost
 done
+
+# One row through a real HTTP proxy, if tinyproxy is installed: mTLS on the 443 listener, the
+# tunnel opened by tinyproxy on a free loopback port, its log checked for the CONNECT.
+proxy_note=""
+tinyproxy_bin="$(command -v tinyproxy || ls /usr/sbin/tinyproxy /usr/bin/tinyproxy 2>/dev/null | head -1 || true)"
+if [ -n "$tinyproxy_bin" ]; then
+  proxy_dir="${CARGO_TARGET_DIR:-$repo/target}/demo-proxy"
+  mkdir -p "$proxy_dir"
+  proxy_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 38128)"
+  rm -f "$proxy_dir/tinyproxy.log"
+  printf 'Port %s\nListen 127.0.0.1\nAllow 127.0.0.1\nLogFile "%s"\nLogLevel Connect\n' \
+    "$proxy_port" "$proxy_dir/tinyproxy.log" >"$proxy_dir/tinyproxy.conf"
+  "$tinyproxy_bin" -d -c "$proxy_dir/tinyproxy.conf" >/dev/null 2>&1 &
+  proxy_pid=$!
+  trap 'kill "$proxy_pid" 2>/dev/null || true; stop_endpoint' EXIT
+  for _ in $(seq 1 50); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$proxy_port") 2>/dev/null && break
+    sleep 0.1
+  done
+  run mtls-connect "X.509 certificate" "proxy, TLS+ALPN, 443" 5 \
+    "$profile_dir/mtls-connect" "${cert[@]}" "${ca[@]}" --port "$p443" \
+    --proxy-host 127.0.0.1 --proxy-port "$proxy_port" localhost
+  if ! grep -q "CONNECT localhost:$p443 HTTP/1.1" "$proxy_dir/tinyproxy.log" 2>/dev/null; then
+    rows+=("    the proxy's log ($proxy_dir/tinyproxy.log) shows no CONNECT: the row did not go through it")
+    failed=$((failed + 1))
+  fi
+  kill "$proxy_pid" 2>/dev/null || true
+  proxy_note="The proxied row went through tinyproxy; its log: $proxy_dir/tinyproxy.log"
+else
+  proxy_note="Skipped the proxied row: tinyproxy is not installed (sudo apt-get install tinyproxy)."
+fi
 echo
 echo
 printf '%-21s %-22s %-30s %-6s %-7s %8s\n' SAMPLE AUTHENTICATION TRANSPORT MQTT RESULT TIME
 printf '%s\n' "$(printf '%.0s-' {1..100})"
 printf '%s\n' "${rows[@]}"
 echo
+echo "$proxy_note"
 if [ "$failed" -eq 0 ]; then
   echo "All ${#rows[@]} connections accepted by iot-core-local. Its decisions: $log"
 else

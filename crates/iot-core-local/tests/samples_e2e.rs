@@ -763,3 +763,325 @@ async fn the_samples_send_what_the_reference_says() {
         "no password was given"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Behind a proxy: every sample and mode through a real tinyproxy (common::tinyproxy), its log
+// read back to prove that the tunnel went through it.
+
+use common::tinyproxy::{Tinyproxy, TinyproxyOptions};
+
+const PROXY_USER: &str = "alice";
+const PROXY_PASSWORD: &str = "proxy-s3cret-pw";
+
+/// A tinyproxy that wants `alice`'s basic auth, its files beside the account's.
+fn proxy_with_auth(name: &str) -> Tinyproxy {
+    Tinyproxy::start(
+        &account_dir(&format!("{name}-proxy")),
+        &TinyproxyOptions {
+            basic_auth: Some((PROXY_USER, PROXY_PASSWORD)),
+            ..Default::default()
+        },
+    )
+}
+
+impl Sample {
+    /// Through `proxy` by the flags, as `alice`, the password in PROXY_PASSWORD.
+    fn via(self, proxy: &Tinyproxy) -> Self {
+        self.args([
+            "--proxy-host",
+            "127.0.0.1",
+            "--proxy_port",
+            &proxy.port.to_string(),
+            "--proxy-user",
+            PROXY_USER,
+        ])
+        .env("PROXY_PASSWORD", PROXY_PASSWORD)
+    }
+}
+
+/// Run `sample`, expect success, and check that exactly one tunnel to `localhost:<port>` went
+/// through `proxy` for it, and that the proxy password is nowhere in its output (RUST_LOG=trace).
+async fn through_proxy(sample: Sample, banner: &str, proxy: &Tinyproxy, port: &str) {
+    let target = format!("localhost:{port}");
+    let (before, tunnels) = (proxy.connects_to(&target), proxy.tunnels());
+    let run = sample.env("RUST_LOG", "trace").run().await;
+    run.assert_success(banner);
+    let out = run.all();
+    assert!(out.contains("TRACE"), "logged at trace: {out}");
+    // The password, and the Proxy-Authorization value (base64 of alice:proxy-s3cret-pw).
+    for secret in [PROXY_PASSWORD, "YWxpY2U6cHJveHktczNjcmV0LXB3"] {
+        assert!(
+            !out.contains(secret),
+            "the proxy password was printed: {out}"
+        );
+    }
+    assert_eq!(proxy.connects_to(&target), before + 1, "{}", proxy.log());
+    assert_eq!(proxy.tunnels(), tunnels + 1, "{}", proxy.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sample_every_mode_through_a_proxy_both_mqtt_versions() {
+    let mut env = Env::new("e2e-proxy").await;
+    let proxy = proxy_with_auth("e2e-proxy");
+    let pw = env.ep.password();
+    let (p443, p8883) = (env.p443(), env.p8883());
+    for v in ["5", "3.1.1"] {
+        through_proxy(env.mtls(&p8883, v).via(&proxy), MTLS, &proxy, &p8883).await;
+        env.expect_allowed().await;
+        through_proxy(env.mtls(&p443, v).via(&proxy), MTLS, &proxy, &p443).await;
+        env.expect_allowed().await;
+        through_proxy(
+            env.sigv4("iot-core-local", v).via(&proxy),
+            WS,
+            &proxy,
+            &p443,
+        )
+        .await;
+        env.expect_allowed().await;
+        through_proxy(env.unsigned(&pw, v).via(&proxy), UNSIGNED, &proxy, &p443).await;
+        env.expect_allowed().await;
+        let ws = env.unsigned(&pw, v).args(["--websockets"]).via(&proxy);
+        through_proxy(ws, UNSIGNED, &proxy, &p443).await;
+        env.expect_allowed().await;
+        through_proxy(env.signed(v).via(&proxy), SIGNED, &proxy, &p443).await;
+        env.expect_allowed().await;
+        let ws = env.signed(v).args(["--websockets"]).via(&proxy);
+        through_proxy(ws, SIGNED, &proxy, &p443).await;
+        env.expect_allowed().await;
+        let custom = Sample::new("websocket-connect")
+            .args(["--username", USERNAME, "--password", &pw])
+            .args(["--authorizer", UNSIGNED_AUTHORIZER])
+            .args(env.common(&p443, v))
+            .via(&proxy);
+        through_proxy(custom, WS, &proxy, &p443).await;
+        env.expect_allowed().await;
+    }
+}
+
+/// Through the proxy, the endpoint still sees its own SNI and, on a WebSocket, its own Host
+/// header: the authorizer function receives them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_a_proxy_sni_and_host_stay_the_endpoints() {
+    let dir = account_with_recording_authorizer("e2e-proxy-wire");
+    let mut env = Env {
+        ep: Endpoint::start(&dir).await,
+    };
+    let proxy = proxy_with_auth("e2e-proxy-wire");
+    let event_file = dir.join("event.json");
+    let p443 = env.p443();
+    for websockets in [false, true] {
+        let _ = std::fs::remove_file(&event_file);
+        let mut sample = Sample::new("custom-auth-signed")
+            .args(["--authorizer", "recording-authorizer"])
+            .args(["--authorizer-token-key-name", "token"])
+            .args(["--authorizer-token-key-value", "allow"])
+            .args([
+                "--authorizer-private-key",
+                &env.path(files::AUTHORIZER_PRIVATE),
+            ])
+            .args(env.common(&p443, "5"))
+            .via(&proxy);
+        if websockets {
+            sample = sample.args(["--websockets"]);
+        }
+        through_proxy(sample, SIGNED, &proxy, &p443).await;
+        env.expect_allowed().await;
+        let e: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&event_file).unwrap()).unwrap();
+        assert_eq!(e["protocolData"]["tls"]["serverName"], "localhost", "{e}");
+        if websockets {
+            let headers = e["protocolData"]["http"]["headers"].as_object().unwrap();
+            let host = headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+                .and_then(|(_, v)| v.as_str());
+            assert_eq!(host, Some(format!("localhost:{p443}").as_str()), "{e}");
+        } else {
+            assert_eq!(e["protocols"], serde_json::json!(["tls", "mqtt"]), "{e}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_credentials_right_wrong_and_missing() {
+    let mut env = Env::new("e2e-proxy-auth").await;
+    let proxy = proxy_with_auth("e2e-proxy-auth");
+    let (p8883, port) = (env.p8883(), proxy.port.to_string());
+    let target = format!("localhost:{p8883}");
+
+    // The password from a file.
+    let file = account_dir("e2e-proxy-auth-pw").with_extension("txt");
+    std::fs::write(&file, format!("{PROXY_PASSWORD}\n")).unwrap();
+    let sample = env.mtls(&p8883, "5").args(["--proxy-host", "127.0.0.1"]);
+    let sample = sample.args(["--proxy-port", &port, "--proxy-user", PROXY_USER]);
+    let sample = sample.args(["--proxy-password-file", &file.display().to_string()]);
+    through_proxy(sample, MTLS, &proxy, &p8883).await;
+    env.expect_allowed().await;
+
+    // A wrong password: tinyproxy answers 401.
+    let before = proxy.connects_to(&target);
+    let r = env
+        .mtls(&p8883, "3.1.1")
+        .via(&proxy)
+        .env("PROXY_PASSWORD", "not-the-password")
+        .env("RUST_LOG", "trace")
+        .run()
+        .await;
+    r.assert_failure(
+        &format!("the proxy http://127.0.0.1:{port} refused to open a tunnel to {target}: HTTP 401"),
+        &format!("the proxy http://127.0.0.1:{port} did not accept the user 'alice' and its password: check --proxy-user and PROXY_PASSWORD"),
+    );
+    assert!(!r.all().contains("not-the-password"), "{r:#?}");
+    assert_eq!(proxy.connects_to(&target), before + 1, "{}", proxy.log());
+
+    // No credentials at all.
+    let r = env
+        .mtls(&p8883, "5")
+        .args(["--proxy-host", "127.0.0.1", "--proxy-port", &port])
+        .run()
+        .await;
+    r.assert_failure(
+        "HTTP 407 Proxy Authentication Required",
+        &format!("the proxy http://127.0.0.1:{port} wants a user name and password: pass --proxy-user and PROXY_PASSWORD"),
+    );
+    assert_eq!(proxy.connects_to(&target), before + 2, "{}", proxy.log());
+
+    // --proxy-user without a password is refused before connecting.
+    let r = env
+        .mtls(&p8883, "5")
+        .args(["--proxy-host", "127.0.0.1", "--proxy-port", &port])
+        .args(["--proxy-user", PROXY_USER])
+        .run()
+        .await;
+    assert_eq!(r.code, 2, "{r:#?}");
+    assert!(
+        r.stderr
+            .starts_with("error: --proxy-user needs a password: set PROXY_PASSWORD"),
+        "{r:#?}"
+    );
+    assert_eq!(proxy.tunnels(), 1, "{}", proxy.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_refuses_the_port() {
+    let env = Env::new("e2e-proxy-port").await;
+    let proxy = Tinyproxy::start(
+        &account_dir("e2e-proxy-port-proxy"),
+        &TinyproxyOptions {
+            connect_ports: vec![443],
+            ..Default::default()
+        },
+    );
+    let (p8883, port) = (env.p8883(), proxy.port.to_string());
+    let r = env
+        .mtls(&p8883, "5")
+        .args(["--proxy-host", "127.0.0.1", "--proxy-port", &port])
+        .run()
+        .await;
+    r.assert_failure(
+        &format!("the proxy http://127.0.0.1:{port} refused to open a tunnel to localhost:{p8883}: HTTP 403 Forbidden"),
+        "many proxies allow CONNECT to port 443 only (try --port 443)",
+    );
+    assert_eq!(proxy.connects_to(&format!("localhost:{p8883}")), 1);
+    assert_eq!(proxy.tunnels(), 0, "{}", proxy.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_proxy_from_the_environment_and_no_proxy() {
+    let mut env = Env::new("e2e-proxy-env").await;
+    let proxy = proxy_with_auth("e2e-proxy-env");
+    let pw = env.ep.password();
+    let p443 = env.p443();
+    let url = format!(
+        "http://{PROXY_USER}:{PROXY_PASSWORD}@127.0.0.1:{}",
+        proxy.port
+    );
+
+    // HTTPS_PROXY, credentials in the URL.
+    let sample = env.unsigned(&pw, "5").env("HTTPS_PROXY", &url);
+    through_proxy(sample, UNSIGNED, &proxy, &p443).await;
+    env.expect_allowed().await;
+    // https_proxy, the lower-case spelling.
+    let sample = env
+        .sigv4("iot-core-local", "3.1.1")
+        .env("https_proxy", &url);
+    through_proxy(sample, WS, &proxy, &p443).await;
+    env.expect_allowed().await;
+
+    // NO_PROXY names the endpoint: direct, the proxy sees nothing.
+    let seen = proxy.connects();
+    for no_proxy in ["localhost", "example.com, .localhost", "*"] {
+        env.unsigned(&pw, "5")
+            .env("HTTPS_PROXY", &url)
+            .env("NO_PROXY", no_proxy)
+            .run()
+            .await
+            .assert_success(UNSIGNED);
+        env.expect_allowed().await;
+    }
+    assert_eq!(
+        proxy.connects(),
+        seen,
+        "NO_PROXY went through the proxy: {}",
+        proxy.log()
+    );
+
+    // NO_PROXY naming another host: through the proxy.
+    let sample = env
+        .unsigned(&pw, "5")
+        .env("HTTPS_PROXY", &url)
+        .env("NO_PROXY", "example.com,127.0.0.1");
+    through_proxy(sample, UNSIGNED, &proxy, &p443).await;
+    env.expect_allowed().await;
+
+    // The flags win over the environment (which names a port nothing listens on).
+    let sample = env
+        .unsigned(&pw, "5")
+        .env("HTTPS_PROXY", "http://127.0.0.1:1")
+        .via(&proxy);
+    through_proxy(sample, UNSIGNED, &proxy, &p443).await;
+    env.expect_allowed().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_proxy_is_named_in_the_failure() {
+    let env = Env::new("e2e-proxy-down").await;
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let r = env
+        .mtls(&env.p8883(), "5")
+        .env("HTTPS_PROXY", format!("127.0.0.1:{port}"))
+        .run()
+        .await;
+    r.assert_failure(
+        &format!("could not connect to the proxy http://127.0.0.1:{port} (from HTTPS_PROXY): connection refused"),
+        &format!("check that a proxy runs at http://127.0.0.1:{port} and that HTTPS_PROXY name it"),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_cannot_reach_the_endpoint() {
+    let env = Env::new("e2e-proxy-unreachable").await;
+    let proxy = Tinyproxy::start(
+        &account_dir("e2e-proxy-unreachable-proxy"),
+        &TinyproxyOptions::default(),
+    );
+    // A port nothing listens on behind the proxy: tinyproxy answers 500.
+    let closed = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port().to_string()
+    };
+    let port = proxy.port.to_string();
+    let r = env
+        .mtls(&closed, "3.1.1")
+        .args(["--proxy-host", "127.0.0.1", "--proxy-port", &port])
+        .run()
+        .await;
+    r.assert_failure(
+        &format!("the proxy http://127.0.0.1:{port} refused to open a tunnel to localhost:{closed}: HTTP 500 Internal Server Error"),
+        &format!("the proxy http://127.0.0.1:{port} could not reach localhost:{closed} for you: check --endpoint and --port"),
+    );
+    assert_eq!(proxy.connects_to(&format!("localhost:{closed}")), 1);
+}

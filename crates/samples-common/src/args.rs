@@ -16,6 +16,8 @@ use crate::error::Error;
 use crate::mode::AuthMode;
 use crate::secrets::MASK;
 
+pub use crate::proxy::ProxyArgs;
+
 /// The clap command of a sample's `Args`, its `--port` help naming `mode`'s default port
 /// (8883 for mTLS, 443 otherwise). `Args` must flatten [`ConnectionArgs`].
 pub fn command<A: CommandFactory>(mode: AuthMode) -> clap::Command {
@@ -77,6 +79,10 @@ pub struct ConnectionArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 60,
           value_parser = clap::value_parser!(u16).range(30..=1200))]
     pub(crate) keep_alive: u16,
+
+    /// The HTTP proxy, if any (flags, or HTTPS_PROXY and NO_PROXY).
+    #[command(flatten, next_help_heading = "Proxy")]
+    pub(crate) proxy: ProxyArgs,
 }
 
 impl ConnectionArgs {
@@ -123,6 +129,12 @@ impl ConnectionArgs {
             )),
             Some(id) => Ok(id.clone()),
         }
+    }
+
+    /// The proxy to reach `endpoint` through: the flags, or the environment's unless NO_PROXY
+    /// names the endpoint.
+    pub(crate) fn proxy(&self, endpoint: &str) -> Result<Option<crate::proxy::Proxy>, Error> {
+        crate::proxy::choose(&self.proxy, endpoint, &|name| std::env::var(name).ok())
     }
 
     /// The bound on the whole attempt.

@@ -16,6 +16,7 @@ use tokio::time::{timeout_at, Instant};
 use crate::endpoint::host_header;
 use crate::error::{Error, Stage, TlsFailure};
 use crate::mode::AuthMode;
+use crate::proxy::Proxy;
 use crate::tls::TlsClient;
 
 /// MQTT protocol version.
@@ -61,6 +62,8 @@ pub(crate) enum Carrier {
 #[derive(Clone)]
 pub struct ConnectionSpec {
     pub(crate) mode: AuthMode,
+    /// The HTTP proxy to tunnel through, if any.
+    pub(crate) proxy: Option<Proxy>,
     pub(crate) host: String,
     pub(crate) port: u16,
     pub(crate) tls: TlsClient,
@@ -91,10 +94,24 @@ impl ConnectionSpec {
             .first()
             .map(|p| format!(", ALPN {}", String::from_utf8_lossy(p)))
             .unwrap_or_default();
+        let via = self
+            .proxy
+            .as_ref()
+            .map(|p| format!(" through the proxy {}", p.name()))
+            .unwrap_or_default();
         format!(
-            "{}:{} ({carrier}{alpn}, MQTT {}) as client id '{}'",
+            "{}:{} ({carrier}{alpn}, MQTT {}) as client id '{}'{via}",
             self.host, self.port, self.mqtt_version, self.client_id
         )
+    }
+
+    /// The `host:port` the proxy is asked to CONNECT to: the endpoint's.
+    fn target(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
     }
 }
 
@@ -160,6 +177,9 @@ pub(crate) async fn connect(spec: &ConnectionSpec) -> Result<Session, Error> {
                 let sign = sign.clone();
                 opts.set_request_modifier(move |req| sign(req));
             }
+            if let Some(proxy) = &spec.proxy {
+                opts.set_proxy(proxy.to_rumqttc());
+            }
             let (client, eventloop) = rumqttc::v5::AsyncClient::new(opts, 4);
             SessionInner::V5(client, Box::new(eventloop))
         }
@@ -178,6 +198,9 @@ pub(crate) async fn connect(spec: &ConnectionSpec) -> Result<Session, Error> {
                 let sign = sign.clone();
                 opts.set_request_modifier(move |req| sign(req));
             }
+            if let Some(proxy) = &spec.proxy {
+                opts.set_proxy(proxy.to_rumqttc());
+            }
             opts.set_inflight(OUTGOING_INFLIGHT);
             let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 4);
             let mut net = eventloop.network_options();
@@ -195,12 +218,19 @@ pub(crate) async fn connect(spec: &ConnectionSpec) -> Result<Session, Error> {
     };
     // rumqttc does TCP, TLS and CONNECT in one step; the certificate verifier tells how far the
     // handshake got.
-    let timed_out = || Error::Timeout {
-        after: spec.timeout,
-        stage: if spec.tls.progress.server_answered() {
-            Stage::Connack
-        } else {
-            Stage::TlsHandshake
+    let timed_out = || match &spec.proxy {
+        Some(proxy) if !spec.tls.progress.server_answered() => Error::ProxyTimeout {
+            proxy: proxy.name(),
+            target: spec.target(),
+            after: spec.timeout,
+        },
+        _ => Error::Timeout {
+            after: spec.timeout,
+            stage: if spec.tls.progress.server_answered() {
+                Stage::Connack
+            } else {
+                Stage::TlsHandshake
+            },
         },
     };
     match &mut session.inner {
@@ -280,6 +310,27 @@ impl Session {
 /// bare I/O error. Look the host up again to tell. Done only after a failure, so that a
 /// successful connection costs one lookup (rumqttc's), not two.
 async fn unless_dns(e: Error, spec: &ConnectionSpec, deadline: Instant) -> Error {
+    if let Some(proxy) = &spec.proxy {
+        // The proxy resolves the endpoint; only the proxy's own name is ours to look up.
+        return match e {
+            Error::ProxyUnreachable {
+                proxy: name,
+                reason,
+            } if reason != REFUSED => {
+                match resolve(&proxy.host, proxy.port, deadline, spec.timeout).await {
+                    Err(Error::Dns { reason, .. }) => Error::ProxyDns {
+                        proxy: name,
+                        reason,
+                    },
+                    _ => Error::ProxyUnreachable {
+                        proxy: name,
+                        reason,
+                    },
+                }
+            }
+            other => other,
+        };
+    }
     if !matches!(e, Error::Other(_)) {
         return e;
     }
@@ -321,7 +372,113 @@ fn dns_reason(e: &std::io::Error) -> String {
         .unwrap_or(text)
 }
 
+/// How a refused TCP connection to the proxy is worded.
+const REFUSED: &str = "connection refused";
+
+/// A failure on the way through the proxy: reaching it, TLS to it, or its answer to CONNECT.
+/// rumqttc does not export its proxy error type, so its source tells which step failed.
+fn classify_proxy(e: &(dyn std::error::Error + 'static), spec: &ConnectionSpec) -> Error {
+    use async_http_proxy::HttpError as H;
+    let Some(proxy) = spec.proxy.as_ref().map(Proxy::name) else {
+        return Error::Other(e.to_string());
+    };
+    let Some(source) = e.source() else {
+        return Error::Other(e.to_string());
+    };
+    let closed = || Error::ProxyClosed {
+        proxy: proxy.clone(),
+        target: spec.target(),
+    };
+    if let Some(io) = source.downcast_ref::<std::io::Error>() {
+        let reason = match io.kind() {
+            std::io::ErrorKind::ConnectionRefused => REFUSED.to_string(),
+            std::io::ErrorKind::TimedOut => "timed out".to_string(),
+            _ => io.to_string(),
+        };
+        return Error::ProxyUnreachable { proxy, reason };
+    }
+    if let Some(tls) = source.downcast_ref::<rumqttc::TlsError>() {
+        let detail = match classify(tls, spec) {
+            Error::Tls(failure) => tls_cause_detail(&failure),
+            Error::ClosedWithoutConnack => "it closed the connection during the handshake".into(),
+            other => other.to_string(),
+        };
+        return Error::ProxyTls { proxy, detail };
+    }
+    match source.downcast_ref::<H>() {
+        Some(http) => match http {
+            H::HttpCode200(status) => Error::ProxyStatus {
+                proxy,
+                target: spec.target(),
+                status: *status,
+            },
+            H::EndOfFile => closed(),
+            H::IoError(io)
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::UnexpectedEof
+                        | std::io::ErrorKind::BrokenPipe
+                        | std::io::ErrorKind::ConnectionAborted
+                ) =>
+            {
+                closed()
+            }
+            H::IoError(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+                Error::ProxyBadAnswer {
+                    proxy,
+                    detail: "it is not text".into(),
+                }
+            }
+            H::MaximumResponseHeaderLengthExceeded(_) => Error::ProxyBadAnswer {
+                proxy,
+                detail: format!(
+                    "its header is longer than {} bytes",
+                    async_http_proxy::MAXIMUM_RESPONSE_HEADER_LENGTH
+                ),
+            },
+            other => Error::ProxyBadAnswer {
+                proxy,
+                detail: escape_controls(&other.to_string()),
+            },
+        },
+        None => Error::Other(e.to_string()),
+    }
+}
+
+/// What a TLS failure with the proxy was, without the endpoint-specific wording.
+fn tls_cause_detail(failure: &TlsFailure) -> String {
+    match failure {
+        TlsFailure::UnknownIssuer => "its certificate is not signed by a trusted CA".into(),
+        TlsFailure::NameMismatch => "its certificate is not valid for its host name".into(),
+        TlsFailure::ServerCertExpired => "its certificate is expired or not yet valid".into(),
+        TlsFailure::ClosedDuringHandshake => "it closed the connection during the handshake".into(),
+        TlsFailure::ClientCertRejected(a) => format!("it sent alert {a}"),
+        TlsFailure::ClientCertRequired => "it requires a client certificate".into(),
+        TlsFailure::Other(detail) => detail.clone(),
+    }
+}
+
+/// Through a proxy, a hang-up in the endpoint's TLS handshake may be the proxy's doing: say so.
+fn through_proxy(e: Error, spec: &ConnectionSpec) -> Error {
+    match (&spec.proxy, e) {
+        (Some(proxy), Error::Tls(TlsFailure::ClosedDuringHandshake)) => Error::ProxyTunnelClosed {
+            proxy: proxy.name(),
+            target: spec.target(),
+        },
+        (_, e) => e,
+    }
+}
+
 fn classify_v5(e: rumqttc::v5::ConnectionError, spec: &ConnectionSpec) -> Error {
+    through_proxy(classify_v5_direct(e, spec), spec)
+}
+
+fn classify_v4(e: rumqttc::ConnectionError, spec: &ConnectionSpec) -> Error {
+    through_proxy(classify_v4_direct(e, spec), spec)
+}
+
+fn classify_v5_direct(e: rumqttc::v5::ConnectionError, spec: &ConnectionSpec) -> Error {
     use rumqttc::v5::mqttbytes::v5::Packet;
     use rumqttc::v5::{ConnectionError as C, StateError as S};
     match e {
@@ -357,11 +514,12 @@ fn classify_v5(e: rumqttc::v5::ConnectionError, spec: &ConnectionSpec) -> Error 
             other => Error::UnexpectedPacket(packet_name_v5(&other)),
         },
         C::Websocket(ws) => classify_ws(ws, spec),
+        C::Proxy(ref proxy) => classify_proxy(proxy, spec),
         other => classify(&other, spec),
     }
 }
 
-fn classify_v4(e: rumqttc::ConnectionError, spec: &ConnectionSpec) -> Error {
+fn classify_v4_direct(e: rumqttc::ConnectionError, spec: &ConnectionSpec) -> Error {
     use rumqttc::{ConnectionError as C, StateError as S};
     match e {
         C::ConnectionRefused(code) => Error::Refused311 { code: code as u8 },
@@ -376,6 +534,7 @@ fn classify_v4(e: rumqttc::ConnectionError, spec: &ConnectionSpec) -> Error {
         }
         C::NotConnAck(packet) => Error::UnexpectedPacket(packet_name_v4(&packet)),
         C::Websocket(ws) => classify_ws(ws, spec),
+        C::Proxy(ref proxy) => classify_proxy(proxy, spec),
         other => classify(&other, spec),
     }
 }
@@ -600,6 +759,7 @@ mod tests {
     fn spec(mode: AuthMode) -> ConnectionSpec {
         ConnectionSpec {
             mode,
+            proxy: None,
             host: "localhost".into(),
             port: 1,
             tls: crate::tls::client_config(&Default::default()).unwrap(),
@@ -891,5 +1051,348 @@ mod tests {
             .err()
             .expect("an untrusted server is refused");
         assert!(matches!(e, Error::Tls(TlsFailure::UnknownIssuer)), "{e:?}");
+    }
+
+    /// A loopback fake proxy that reads one CONNECT request, hands it to `answer`, and writes
+    /// what `answer` returns (then closes). Returns its port and the request it read.
+    fn fake_proxy(
+        answer: fn(&str) -> Option<&'static [u8]>,
+    ) -> (u16, std::sync::mpsc::Receiver<String>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let Ok((mut tcp, _)) = listener.accept() else {
+                return;
+            };
+            let mut request = Vec::new();
+            let mut byte = [0u8; 1];
+            while !request.ends_with(b"\r\n\r\n") && request.len() < 8192 {
+                match tcp.read(&mut byte) {
+                    Ok(1) => request.push(byte[0]),
+                    _ => return,
+                }
+            }
+            let request = String::from_utf8_lossy(&request).into_owned();
+            let reply = answer(&request);
+            let _ = tx.send(request);
+            match reply {
+                Some(bytes) => {
+                    let _ = tcp.write_all(bytes);
+                }
+                // Hold the connection, answering nothing, until the client hangs up.
+                None => {
+                    let _ = std::io::copy(&mut tcp, &mut std::io::sink());
+                }
+            }
+        });
+        (port, rx)
+    }
+
+    fn proxied(port: u16, user: Option<(&str, &str)>) -> ConnectionSpec {
+        let mut s = loopback_spec(AuthMode::Mtls, 8883, None);
+        s.host = "endpoint.example".into();
+        s.proxy = Some(Proxy {
+            scheme: crate::proxy::Scheme::Http,
+            host: "127.0.0.1".into(),
+            port,
+            source: crate::proxy::ProxySource::Flags,
+            credentials: user.map(|(u, p)| (u.to_string(), p.to_string())),
+            tls: None,
+        });
+        s
+    }
+
+    async fn through(
+        answer: fn(&str) -> Option<&'static [u8]>,
+        user: Option<(&str, &str)>,
+    ) -> (Error, String) {
+        let (port, request) = fake_proxy(answer);
+        let spec = proxied(port, user);
+        let e = connect(&spec)
+            .await
+            .err()
+            .expect("the fake proxy opens no tunnel");
+        let request = request.recv().unwrap_or_default();
+        (e, request)
+    }
+
+    #[tokio::test]
+    async fn the_proxy_is_asked_for_the_endpoint_with_the_credentials_given() {
+        let (e, request) = through(
+            |_| Some(b"HTTP/1.1 403 Forbidden\r\n\r\n"),
+            Some(("alice", "pw-1234")),
+        )
+        .await;
+        let mut lines = request.lines();
+        assert_eq!(lines.next(), Some("CONNECT endpoint.example:8883 HTTP/1.1"));
+        assert!(
+            request.contains("\r\nHost: endpoint.example:8883\r\n"),
+            "{request}"
+        );
+        // base64("alice:pw-1234")
+        assert!(
+            request.contains("\r\nProxy-Authorization: Basic YWxpY2U6cHctMTIzNA==\r\n"),
+            "{request}"
+        );
+        assert!(matches!(e, Error::ProxyStatus { status: 403, .. }), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn a_403_says_the_proxy_refuses_the_endpoint_or_port() {
+        let (e, _) = through(
+            |_| Some(b"HTTP/1.1 403 Access violation\r\nServer: x\r\n\r\nbody"),
+            None,
+        )
+        .await;
+        let port = match &e {
+            Error::ProxyStatus { proxy, .. } => proxy.url.rsplit(':').next().unwrap().to_string(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            e.cause(),
+            format!("the proxy http://127.0.0.1:{port} refused to open a tunnel to endpoint.example:8883: HTTP 403 Forbidden")
+        );
+        assert_eq!(
+            e.hint(AuthMode::Mtls),
+            format!("the proxy http://127.0.0.1:{port} does not allow tunnels to endpoint.example:8883: many proxies allow CONNECT to port 443 only (try --port 443), or ask its administrator to allow the endpoint")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_407_asks_for_credentials_or_says_they_were_refused() {
+        const ANSWER: fn(&str) -> Option<&'static [u8]> = |_| {
+            Some(b"HTTP/1.0 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"p\"\r\n\r\n")
+        };
+        let (e, _) = through(ANSWER, None).await;
+        assert!(matches!(e, Error::ProxyStatus { status: 407, .. }), "{e:?}");
+        assert!(
+            e.cause()
+                .ends_with(": HTTP 407 Proxy Authentication Required"),
+            "{}",
+            e.cause()
+        );
+        let hint = e.hint(AuthMode::Mtls);
+        assert!(hint.starts_with("the proxy http://127.0.0.1:"), "{hint}");
+        assert!(hint.ends_with(" wants a user name and password: pass --proxy-user and PROXY_PASSWORD (or --proxy-password-file)"), "{hint}");
+
+        let (e, _) = through(ANSWER, Some(("alice", "wrong-pw-1"))).await;
+        let hint = e.hint(AuthMode::Mtls);
+        assert!(hint.ends_with(" did not accept the user 'alice' and its password: check --proxy-user and PROXY_PASSWORD (or --proxy-password-file)"), "{hint}");
+        assert!(!e.cause().contains("wrong-pw-1") && !hint.contains("wrong-pw-1"));
+    }
+
+    #[tokio::test]
+    async fn a_502_says_the_proxy_cannot_reach_the_endpoint() {
+        let (e, _) = through(|_| Some(b"HTTP/1.1 502 Bad Gateway\r\n\r\n"), None).await;
+        assert!(
+            e.cause().ends_with(
+                "refused to open a tunnel to endpoint.example:8883: HTTP 502 Bad Gateway"
+            ),
+            "{}",
+            e.cause()
+        );
+        assert!(e.hint(AuthMode::Mtls).ends_with(" could not reach endpoint.example:8883 for you: check --endpoint and --port, and that the proxy's network reaches AWS IoT Core"));
+    }
+
+    #[tokio::test]
+    async fn a_proxy_that_hangs_up_or_answers_garbage_is_named() {
+        let (e, _) = through(|_| Some(b""), None).await;
+        assert!(matches!(e, Error::ProxyClosed { .. }), "{e:?}");
+        assert!(
+            e.cause().ends_with(
+                " closed the connection without answering CONNECT to endpoint.example:8883"
+            ),
+            "{}",
+            e.cause()
+        );
+        assert!(e
+            .hint(AuthMode::Mtls)
+            .contains("is an HTTP proxy that allows CONNECT (--proxy-host and --proxy-port)"));
+
+        let (e, _) = through(|_| Some(b"\x05\x00garbage\r\n\r\n"), None).await;
+        assert!(matches!(e, Error::ProxyBadAnswer { .. }), "{e:?}");
+        assert!(
+            e.cause()
+                .contains(" answered CONNECT with something that is not an HTTP response ("),
+            "{}",
+            e.cause()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tunnel_closed_during_the_endpoint_handshake_names_the_proxy() {
+        let (e, _) = through(
+            |_| Some(b"HTTP/1.1 200 Connection established\r\n\r\n"),
+            None,
+        )
+        .await;
+        assert!(matches!(e, Error::ProxyTunnelClosed { .. }), "{e:?}");
+        assert!(
+            e.cause()
+                .ends_with(" closed during the TLS handshake with endpoint.example:8883"),
+            "{}",
+            e.cause()
+        );
+        assert!(e
+            .hint(AuthMode::Mtls)
+            .contains("mTLS uses 8883, or 443 with ALPN x-amzn-mqtt-ca"));
+    }
+
+    #[tokio::test]
+    async fn a_silent_proxy_is_a_timeout_through_the_proxy() {
+        let (e, _) = through(|_| None, None).await;
+        assert!(matches!(e, Error::ProxyTimeout { .. }), "{e:?}");
+        assert!(
+            e.cause()
+                .starts_with("no answer within 1s through the proxy http://127.0.0.1:"),
+            "{}",
+            e.cause()
+        );
+        assert!(e.hint(AuthMode::Mtls).ends_with(
+            "can reach endpoint.example:8883 (--proxy-host and --proxy-port), or raise --timeout"
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_proxy_port_nothing_listens_on_is_refused() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let e = connect(&proxied(port, None)).await.err().unwrap();
+        assert_eq!(
+            e.cause(),
+            format!("could not connect to the proxy http://127.0.0.1:{port}: connection refused")
+        );
+        assert_eq!(
+            e.hint(AuthMode::Mtls),
+            format!("check that a proxy runs at http://127.0.0.1:{port} and that --proxy-host and --proxy-port name it")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_proxy_name_that_does_not_resolve_is_reported_as_dns() {
+        let mut spec = proxied(3128, None);
+        if let Some(p) = spec.proxy.as_mut() {
+            p.host = format!("{}.invalid", "a".repeat(64));
+        }
+        let e = connect(&spec).await.err().unwrap();
+        assert!(matches!(e, Error::ProxyDns { .. }), "{e:?}");
+        assert!(
+            e.cause()
+                .starts_with("could not resolve the host name of the proxy http://aaaa"),
+            "{}",
+            e.cause()
+        );
+        assert!(e
+            .hint(AuthMode::Mtls)
+            .starts_with("check the proxy's host name in --proxy-host and --proxy-port"));
+    }
+
+    /// A loopback `https://` proxy: TLS with `identity`, then one CONNECT; answers 200 and
+    /// relays to the target it was asked for. Returns its port and the CONNECT line it read.
+    fn tls_relay_proxy(identity: &ServerIdentity) -> (u16, tokio::sync::oneshot::Receiver<String>) {
+        use rumqttc::tokio_rustls::TlsAcceptor;
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![identity.cert.clone()], identity.key.clone_key())
+        .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let (tcp, _) = listener.accept().await.unwrap();
+            let Ok(tls) = TlsAcceptor::from(Arc::new(config)).accept(tcp).await else {
+                return;
+            };
+            let mut tls = BufReader::new(tls);
+            let mut first = String::new();
+            tls.read_line(&mut first).await.unwrap();
+            let mut line = String::new();
+            while line != "\r\n" {
+                line.clear();
+                if tls.read_line(&mut line).await.unwrap() == 0 {
+                    return;
+                }
+            }
+            let target = first.split(' ').nth(1).unwrap_or_default().to_string();
+            let _ = tx.send(first.trim_end().to_string());
+            let target = target.replace("endpoint.example", "127.0.0.1");
+            let mut upstream = tokio::net::TcpStream::connect(target).await.unwrap();
+            let mut tls = tls.into_inner();
+            tls.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                .await
+                .unwrap();
+            let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
+        });
+        (port, rx)
+    }
+
+    #[tokio::test]
+    async fn an_https_proxy_carries_the_endpoints_own_tls_inside_its_tls() {
+        let proxy_identity = server_identity("https-proxy");
+        let endpoint_identity = server_identity("https-proxy-endpoint");
+        let endpoint_port = tls_server_without_mqtt(&endpoint_identity);
+        let (proxy_port, connect_line) = tls_relay_proxy(&proxy_identity);
+        let mut spec = loopback_spec(
+            AuthMode::Mtls,
+            endpoint_port,
+            Some(&endpoint_identity.ca_file),
+        );
+        spec.proxy = Some(Proxy {
+            scheme: crate::proxy::Scheme::Https,
+            host: "127.0.0.1".into(),
+            port: proxy_port,
+            source: crate::proxy::ProxySource::Environment("HTTPS_PROXY"),
+            credentials: None,
+            tls: Some(crate::tls::proxy_config(Some(&proxy_identity.ca_file)).unwrap()),
+        });
+        // The endpoint's certificate was checked through the tunnel (it answered TLS); it then
+        // never answers CONNECT, as this test server does.
+        let e = connect(&spec).await.err().unwrap();
+        assert!(
+            matches!(
+                e,
+                Error::Timeout {
+                    stage: Stage::Connack,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(
+            connect_line.await.unwrap(),
+            format!("CONNECT 127.0.0.1:{endpoint_port} HTTP/1.1")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_https_proxy_with_an_untrusted_certificate_is_named() {
+        let proxy_identity = server_identity("https-proxy-untrusted");
+        let (proxy_port, _) = tls_relay_proxy(&proxy_identity);
+        let mut spec = proxied(proxy_port, None);
+        if let Some(p) = spec.proxy.as_mut() {
+            p.scheme = crate::proxy::Scheme::Https;
+            p.tls = Some(crate::tls::proxy_config(None).unwrap());
+        }
+        let e = connect(&spec).await.err().unwrap();
+        assert_eq!(
+            e.cause(),
+            format!(
+                "TLS to the proxy https://127.0.0.1:{proxy_port} failed: its certificate is not \
+                 signed by a trusted CA"
+            )
+        );
+        assert!(e
+            .hint(AuthMode::Mtls)
+            .ends_with("pass the CA that signed its certificate with --proxy-ca-file"));
     }
 }

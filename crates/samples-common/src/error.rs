@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::mode::AuthMode;
+use crate::proxy::ProxyName;
 use crate::secrets;
 
 /// Which kind of PEM file a problem is about; it names the flag to fix.
@@ -22,6 +23,8 @@ pub enum PemFile {
     CaFile,
     /// `--authorizer-private-key`
     AuthorizerKey,
+    /// `--proxy-ca-file`
+    ProxyCaFile,
 }
 
 impl PemFile {
@@ -31,12 +34,15 @@ impl PemFile {
             PemFile::PrivateKey => "private key file (--key)",
             PemFile::CaFile => "CA file (--ca-file)",
             PemFile::AuthorizerKey => "authorizer private key (--authorizer-private-key)",
+            PemFile::ProxyCaFile => "proxy CA file (--proxy-ca-file)",
         }
     }
 
     fn expected(self) -> &'static str {
         match self {
-            PemFile::Certificate | PemFile::CaFile => "a PEM 'CERTIFICATE' block",
+            PemFile::Certificate | PemFile::CaFile | PemFile::ProxyCaFile => {
+                "a PEM 'CERTIFICATE' block"
+            }
             PemFile::PrivateKey => {
                 "a PEM private key ('PRIVATE KEY', 'RSA PRIVATE KEY' or 'EC PRIVATE KEY')"
             }
@@ -281,6 +287,95 @@ pub enum Error {
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
 
+    /// `--proxy-password-file` cannot be used.
+    #[error("the proxy password file (--proxy-password-file) {} {problem}", .path.display())]
+    ProxyPasswordFile {
+        /// The path as given.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: FileProblem,
+    },
+
+    /// The proxy's host name does not resolve.
+    #[error("could not resolve the host name of the proxy {proxy}: {reason}")]
+    ProxyDns {
+        /// The proxy.
+        proxy: ProxyName,
+        /// The resolver's reason.
+        reason: String,
+    },
+
+    /// No TCP connection to the proxy (refused, unreachable, timed out).
+    #[error("could not connect to the proxy {proxy}: {reason}")]
+    ProxyUnreachable {
+        /// The proxy.
+        proxy: ProxyName,
+        /// Why, in the operating system's words.
+        reason: String,
+    },
+
+    /// The proxy answered CONNECT with another HTTP status than 200.
+    #[error("the proxy {proxy} refused to open a tunnel to {target}: HTTP {status}{}", status_phrase(*.status))]
+    ProxyStatus {
+        /// The proxy.
+        proxy: ProxyName,
+        /// The endpoint `host:port` asked for.
+        target: String,
+        /// The HTTP status code.
+        status: u16,
+    },
+
+    /// The proxy closed the connection before answering CONNECT.
+    #[error("the proxy {proxy} closed the connection without answering CONNECT to {target}")]
+    ProxyClosed {
+        /// The proxy.
+        proxy: ProxyName,
+        /// The endpoint `host:port` asked for.
+        target: String,
+    },
+
+    /// The proxy's answer to CONNECT is not an HTTP response we can read.
+    #[error(
+        "the proxy {proxy} answered CONNECT with something that is not an HTTP response ({detail})"
+    )]
+    ProxyBadAnswer {
+        /// The proxy.
+        proxy: ProxyName,
+        /// What is wrong with the answer.
+        detail: String,
+    },
+
+    /// TLS to an `https://` proxy failed.
+    #[error("TLS to the proxy {proxy} failed: {detail}")]
+    ProxyTls {
+        /// The proxy.
+        proxy: ProxyName,
+        /// rustls' reason.
+        detail: String,
+    },
+
+    /// The deadline passed before the endpoint's TLS answered through the proxy.
+    #[error("no answer within {}s through the proxy {proxy}: neither the tunnel to {target} nor the TLS handshake inside it completed", .after.as_secs())]
+    ProxyTimeout {
+        /// The proxy.
+        proxy: ProxyName,
+        /// The endpoint `host:port`.
+        target: String,
+        /// The whole attempt's bound.
+        after: Duration,
+    },
+
+    /// The tunnel was opened, then closed during the endpoint's TLS handshake.
+    #[error(
+        "the connection through the proxy {proxy} closed during the TLS handshake with {target}"
+    )]
+    ProxyTunnelClosed {
+        /// The proxy.
+        proxy: ProxyName,
+        /// The endpoint `host:port`.
+        target: String,
+    },
+
     /// A failure none of the above describes; the library's own message.
     #[error("{0}")]
     Other(String),
@@ -355,10 +450,97 @@ impl Error {
             Error::Disconnected(_) => {
                 "another client with the same --client-id may have taken over the session".into()
             }
+            Error::ProxyPasswordFile { problem, .. } => match problem {
+                FileProblem::Missing | FileProblem::Unreadable(_) => {
+                    "check the path and permissions of --proxy-password-file".into()
+                }
+                _ => "put the proxy password on the first line of --proxy-password-file".into(),
+            },
+            Error::ProxyDns { proxy, .. } => format!(
+                "check the proxy's host name in {} ({})",
+                proxy.settings(),
+                proxy.url
+            ),
+            Error::ProxyUnreachable { proxy, .. } => format!(
+                "check that a proxy runs at {} and that {} name it",
+                proxy.url,
+                proxy.settings()
+            ),
+            Error::ProxyStatus {
+                proxy,
+                target,
+                status,
+            } => proxy_status_hint(proxy, target, *status),
+            Error::ProxyClosed { proxy, .. } | Error::ProxyBadAnswer { proxy, .. } => format!(
+                "check that {} is an HTTP proxy that allows CONNECT ({}); a SOCKS proxy, or an \
+                 https:// proxy reached as http://, answers like this",
+                proxy.url,
+                proxy.settings()
+            ),
+            Error::ProxyTls { proxy, .. } => format!(
+                "if the proxy {} speaks plain HTTP, name it http://; otherwise pass the CA that \
+                 signed its certificate with --proxy-ca-file",
+                proxy.url
+            ),
+            Error::ProxyTimeout { proxy, target, .. } => format!(
+                "check that the proxy {} is reachable and can reach {target} ({}), or raise \
+                 --timeout",
+                proxy.url,
+                proxy.settings()
+            ),
+            Error::ProxyTunnelClosed { proxy, .. } => format!(
+                "the proxy {} or the endpoint behind it hung up: check --port ({}) and whether \
+                 the proxy allows TLS to pass through untouched",
+                proxy.url,
+                match mode {
+                    AuthMode::Mtls => "mTLS uses 8883, or 443 with ALPN x-amzn-mqtt-ca",
+                    _ => "this mode uses 443",
+                }
+            ),
             Error::Disconnecting(_) | Error::Runtime(_) | Error::Other(_) => {
                 "run again with RUST_LOG=debug for details".into()
             }
         }
+    }
+}
+
+/// The reason phrase of the statuses a proxy answers CONNECT with, after a space.
+fn status_phrase(status: u16) -> String {
+    http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .map(|r| format!(" {r}"))
+        .unwrap_or_default()
+}
+
+fn proxy_status_hint(proxy: &ProxyName, target: &str, status: u16) -> String {
+    match (status, &proxy.user) {
+        // tinyproxy answers wrong credentials with 401 rather than 407.
+        (401 | 407, Some(user)) => format!(
+            "the proxy {} did not accept the user '{user}' and its password: check {}",
+            proxy.url,
+            proxy.credential_settings()
+        ),
+        (401 | 407, None) => format!(
+            "the proxy {} wants a user name and password: pass {}",
+            proxy.url,
+            proxy.credential_settings()
+        ),
+        (403, _) => format!(
+            "the proxy {} does not allow tunnels to {target}: many proxies allow CONNECT to \
+             port 443 only (try --port 443), or ask its administrator to allow the endpoint",
+            proxy.url
+        ),
+        (500 | 502 | 503 | 504, _) => format!(
+            "the proxy {} could not reach {target} for you: check --endpoint and --port, and \
+             that the proxy's network reaches AWS IoT Core",
+            proxy.url
+        ),
+        _ => format!(
+            "check that {} is an HTTP proxy that allows CONNECT ({})",
+            proxy.url,
+            proxy.settings()
+        ),
     }
 }
 

@@ -6,7 +6,8 @@
 //! is one [`Error`]: one line saying what failed, one `hint:` line saying what to check.
 //!
 //! Public, for the samples: [`run`], [`args`], [`spec`], [`AuthMode`], [`Error`] (and the types
-//! its variants carry). Public, for the tests that check iot-core-local against this client:
+//! its variants carry). Every sample can go through an HTTP proxy: the options are in
+//! [`args::ProxyArgs`], inside [`args::ConnectionArgs`]. Public, for the tests that check iot-core-local against this client:
 //! [`custom_auth`] (the custom-authorizer username and token signing) and `websocket::presign`
 //! (SigV4 presigning, feature `sigv4`). Everything else (TLS setup, the rumqttc runner, the
 //! secret mask) is private.
@@ -29,6 +30,7 @@ mod encoding;
 mod endpoint;
 mod error;
 mod mode;
+mod proxy;
 mod secrets;
 pub mod spec;
 mod tls;
@@ -44,6 +46,7 @@ pub use error::{
     TlsFailure,
 };
 pub use mode::AuthMode;
+pub use proxy::{ProxyName, ProxySource};
 
 /// Run a sample: print the banner, build the spec, connect, report, disconnect.
 ///

@@ -173,9 +173,11 @@ fn base(
     username: Option<String>,
     password: Option<String>,
 ) -> Result<ConnectionSpec, Error> {
+    let host = conn.host()?;
     Ok(ConnectionSpec {
         mode,
-        host: conn.host()?,
+        proxy: conn.proxy(&host)?,
+        host,
         port,
         tls,
         carrier,

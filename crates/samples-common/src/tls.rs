@@ -132,20 +132,7 @@ impl ServerCertVerifier for ProgressVerifier {
 
 /// Build a rustls client configuration, with errors that name the file and flag at fault.
 pub(crate) fn client_config(opts: &TlsOptions<'_>) -> Result<TlsClient, Error> {
-    let roots = match opts.ca_file {
-        Some(path) => {
-            let mut roots = RootCertStore::empty();
-            for cert in read_certs(PemFile::CaFile, path)? {
-                roots.add(cert).map_err(|e| Error::File {
-                    which: PemFile::CaFile,
-                    path: path.to_path_buf(),
-                    problem: FileProblem::NotPem(format!("a certificate does not parse: {e}")),
-                })?;
-            }
-            roots
-        }
-        None => builtin_roots(),
-    };
+    let roots = roots(PemFile::CaFile, opts.ca_file)?;
 
     let provider = Arc::new(crypto_provider());
     let progress = Arc::new(HandshakeProgress::default());
@@ -191,6 +178,35 @@ pub(crate) fn client_config(opts: &TlsOptions<'_>) -> Result<TlsClient, Error> {
         config: Arc::new(config),
         progress,
     })
+}
+
+/// The TLS configuration for an `https://` proxy: the built-in roots or `--proxy-ca-file`, no
+/// client certificate, no ALPN (the proxy speaks HTTP/1.1 CONNECT; the endpoint's own TLS, with
+/// its ALPN, runs inside the tunnel).
+pub(crate) fn proxy_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, Error> {
+    let roots = roots(PemFile::ProxyCaFile, ca_file)?;
+    let config = ClientConfig::builder_with_provider(Arc::new(crypto_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::TlsSetup(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// The certificates of a CA file, or the built-in roots without one.
+fn roots(which: PemFile, ca_file: Option<&Path>) -> Result<RootCertStore, Error> {
+    let Some(path) = ca_file else {
+        return Ok(builtin_roots());
+    };
+    let mut roots = RootCertStore::empty();
+    for cert in read_certs(which, path)? {
+        roots.add(cert).map_err(|e| Error::File {
+            which,
+            path: path.to_path_buf(),
+            problem: FileProblem::NotPem(format!("a certificate does not parse: {e}")),
+        })?;
+    }
+    Ok(roots)
 }
 
 /// The rustls crypto provider: ring, the only crypto library in the workspace (the AWS credential

@@ -17,6 +17,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::broadcast;
 
+pub mod tinyproxy;
+
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A fresh account folder under the target directory.
