@@ -1057,7 +1057,7 @@ async fn an_unreachable_proxy_is_named_in_the_failure() {
         .await;
     r.assert_failure(
         &format!("could not connect to the proxy http://127.0.0.1:{port} (from HTTPS_PROXY): connection refused"),
-        &format!("check that a proxy runs at http://127.0.0.1:{port} and that HTTPS_PROXY name it"),
+        &format!("check that a proxy runs at http://127.0.0.1:{port} (named by HTTPS_PROXY)"),
     );
 }
 

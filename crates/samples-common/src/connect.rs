@@ -1267,7 +1267,7 @@ mod tests {
         );
         assert_eq!(
             e.hint(AuthMode::Mtls),
-            format!("check that a proxy runs at http://127.0.0.1:{port} and that --proxy-host and --proxy-port name it")
+            format!("check that a proxy runs at http://127.0.0.1:{port} (named by --proxy-host and --proxy-port)")
         );
     }
 

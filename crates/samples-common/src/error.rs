@@ -462,7 +462,7 @@ impl Error {
                 proxy.url
             ),
             Error::ProxyUnreachable { proxy, .. } => format!(
-                "check that a proxy runs at {} and that {} name it",
+                "check that a proxy runs at {} (named by {})",
                 proxy.url,
                 proxy.settings()
             ),
