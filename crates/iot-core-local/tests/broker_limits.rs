@@ -287,6 +287,25 @@ async fn eight_filters_per_subscribe_are_granted_nine_close_the_connection() {
 }
 
 #[tokio::test]
+async fn the_51st_subscription_is_refused_and_the_connection_stays() {
+    let ep = endpoint("subscriptions-per-connection", ServeOptions::default()).await;
+    for (v, refused) in [(V::V5, 0x97), (V::V311, 0x80)] {
+        let mut c = Client::connect(&ep, v, "test-fifty").await;
+        let filters: Vec<String> = (0..50).map(|i| format!("test/s/{i}")).collect();
+        for chunk in filters.chunks(8) {
+            let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            assert_eq!(c.subscribe(&chunk).await, vec![1; chunk.len()], "{v:?}");
+        }
+        assert_eq!(
+            c.subscribe(&["test/s/50", "test/s/0"]).await,
+            vec![refused, 1],
+            "{v:?}: the 51st is refused, a replacement is not"
+        );
+        assert_eq!(c.exchange(&[]).await, vec![], "{v:?}: still connected");
+    }
+}
+
+#[tokio::test]
 async fn basic_ingest_is_acknowledged_and_never_delivered() {
     let ep = endpoint("basic-ingest", ServeOptions::default()).await;
     for v in [V::V5, V::V311] {
