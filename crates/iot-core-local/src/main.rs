@@ -73,6 +73,12 @@ enum Command {
         /// they are accepted [default: from the account, 512].
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
         max_pending: Option<u64>,
+        /// AWS IoT Core's publish quota: at most N PUBLISH per second per connection, inbound
+        /// and outbound together; over it, inbound ones are discarded (no PUBACK), QoS 0
+        /// deliveries dropped, QoS 1 deliveries held to the next second. 0: no quota (for
+        /// throughput measurements). Not applied with --upstream.
+        #[arg(long, value_name = "N", default_value_t = iot_core_local::broker::quota::DEFAULT_PUBLISH_QUOTA)]
+        publish_quota: u32,
     },
 }
 
@@ -138,6 +144,7 @@ fn main() -> ExitCode {
             connack_on_v311_reject,
             step_timeout,
             max_pending,
+            publish_quota,
         } => {
             let opts = ServeOptions {
                 bind,
@@ -147,6 +154,7 @@ fn main() -> ExitCode {
                 connack_on_v311_reject: connack_on_v311_reject.then_some(true),
                 step_deadline: Some(std::time::Duration::from_secs(step_timeout)),
                 max_pending: max_pending.and_then(|n| usize::try_from(n).ok()),
+                publish_quota: Some(publish_quota),
             };
             serve(dir, opts)
         }

@@ -53,6 +53,9 @@ pub struct ServeOptions {
     /// Most connections accepted but not yet authenticated; more are closed as soon as they are
     /// accepted [default: from the account, `max_pending_connections`].
     pub max_pending: Option<usize>,
+    /// PUBLISH per second per connection, inbound and outbound together; 0: no quota
+    /// [default: [`broker::quota::DEFAULT_PUBLISH_QUOTA`]]. Not applied with `upstream`.
+    pub publish_quota: Option<u32>,
 }
 
 /// One authentication decision, as logged.
@@ -200,7 +203,11 @@ pub async fn start(dir: &Path, opts: &ServeOptions) -> Result<Running, ServeErro
     }
     let backend = match &opts.upstream {
         Some(addr) => Backend::Upstream(addr.clone()),
-        None => Backend::Embedded(Broker::start()),
+        None => Backend::Embedded(Broker::start_with(broker::Settings {
+            publish_quota: opts
+                .publish_quota
+                .unwrap_or(broker::quota::DEFAULT_PUBLISH_QUOTA),
+        })),
     };
     let broker = match &backend {
         Backend::Embedded(b) => Some(b.clone()),

@@ -261,7 +261,6 @@ impl TokenArgs {
     }
 }
 
-
 /// A variable of the process environment, for the proxy settings.
 #[cfg(not(test))]
 fn process_env(name: &str) -> Option<String> {

@@ -1,7 +1,8 @@
 //! One accepted connection, from its CONNACK to its end: the task that owns the socket, reads
 //! and answers the client's packets, delivers what the router queued for it, and applies IoT
 //! Core's rules on the way (QoS at most 1, 128 KiB payloads, keep-alive, takeover, the policy
-//! hooks of [`DataPlane`]), announcing it in its [`super::lifecycle`] events.
+//! hooks of [`DataPlane`], topic limits, reserved topics, the publish quota), announcing it
+//! in its [`super::lifecycle`] events.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,14 +13,17 @@ use tokio::time::{timeout, Instant};
 
 use super::dataplane::{Action, DataPlane, Denied};
 use super::lifecycle::{DisconnectReason, Event, Events};
+use super::quota::PublishQuota;
+use super::reserved;
 use super::router::{
     Link, Message, NotSubscribed, Queued, Registered, Router, SubscriptionOptions,
     SUBSCRIPTIONS_CAP,
 };
-use super::{topic, Origin};
+use super::{topic, Origin, Settings};
 use crate::logsafe::escaped;
 use crate::mqtt::packet::{
     encode_publish, publish_size, reason_string, Ack, Delivery, Disconnect, Packet, SubAck,
+    SubOptions,
 };
 use crate::mqtt::{
     connect::connack, frame, property, Connect, Frame, PacketError, PropValue, Properties, Version,
@@ -43,6 +47,11 @@ pub const SESSION_EXPIRY_MAX: u32 = 3600;
 pub const SESSION_EXPIRY_V311: u32 = 3600;
 /// IoT Core's keep-alive range, in seconds.
 pub const KEEP_ALIVE_RANGE: std::ops::RangeInclusive<u16> = 30..=1200;
+/// At most this many filters in one SUBSCRIBE (IoT Core's quota); more close the connection.
+pub const MAX_FILTERS_PER_SUBSCRIBE: usize = 8;
+/// The longest reason string a server DISCONNECT carries (MQTT 5, when the client asked for
+/// problem information), in bytes.
+pub const DISCONNECT_REASON_MAX: usize = 512;
 /// A write to the client that takes longer ends the connection.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -111,6 +120,15 @@ impl End {
 }
 
 /// The server closes because of what the client sent (`disconnectReason` CLIENT_ERROR).
+/// `text` cut to at most `max` bytes, on a character boundary.
+fn clip(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 fn close(reason: u8, why: impl Into<String>) -> End {
     close_for(DisconnectReason::ClientError, reason, why)
 }
@@ -127,6 +145,7 @@ fn close_for(cause: DisconnectReason, reason: u8, why: impl Into<String>) -> End
 /// Run one connection whose CONNECT was authenticated and authorized, until it ends.
 pub(super) async fn run<S>(
     router: &Router,
+    settings: Settings,
     mut stream: S,
     connect: Connect,
     origin: &Origin,
@@ -155,6 +174,11 @@ pub(super) async fn run<S>(
             Some((
                 reason::TOPIC_NAME_INVALID,
                 format!("will topic '{}': {e}", escaped(&w.topic)),
+            ))
+        } else if let Err(why) = topic_rules(&w.topic, w.retain) {
+            Some((
+                reason::TOPIC_NAME_INVALID,
+                format!("will topic '{}': {why}", escaped(&w.topic)),
             ))
         } else {
             None
@@ -245,6 +269,8 @@ pub(super) async fn run<S>(
         problem_info: connect.properties.request_problem_info,
         keep_alive: Duration::from_millis(u64::from(keep_alive) * 1500),
         events: None,
+        quota: PublishQuota::new(settings.publish_quota),
+        holding: false,
     };
     log::debug!(
         "{}: connected (MQTT {version:?}, keep-alive {keep_alive} s, session expiry {expiry} s, session present {})",
@@ -262,6 +288,7 @@ pub(super) async fn run<S>(
         }
         Err(end) => end,
     };
+    conn.report_quota_drops(true);
     conn.finish(end, connect.will).await;
 }
 
@@ -294,6 +321,9 @@ struct Conn<'a, S> {
     /// Its lifecycle events, from the CONNACK on (none for a client id with `+` or `#`, nor on
     /// the plain broker, which authenticates nobody).
     events: Option<Events>,
+    quota: PublishQuota,
+    /// QoS 1 deliveries wait for the next window of the publish quota.
+    holding: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
@@ -304,6 +334,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             if let Err(end) = self.deliver().await {
                 return end;
             }
+            let wake = self.quota.wake_at(self.holding);
             tokio::select! {
                 biased;
                 _ = link.notify.notified() => {
@@ -321,6 +352,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                     },
                 },
                 _ = tokio::time::sleep_until(deadline) => return End::KeepAlive,
+                // The publish quota's next window, for held deliveries and the drops' log line.
+                _ = tokio::time::sleep_until(wake.unwrap_or(deadline)), if wake.is_some() => {}
             }
         }
     }
@@ -376,6 +409,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                         "SUBSCRIBE with a subscription identifier, which IoT Core does not support",
                     ));
                 }
+                self.check_subscribe_packet(&s.filters)?;
                 let mut codes = Vec::with_capacity(s.filters.len());
                 for (filter, o) in &s.filters {
                     codes.push(self.subscribe(filter, o.qos, o.no_local, o.retain_handling));
@@ -510,6 +544,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                 format!("PUBLISH on '{}': {e}", escaped(&topic_name)),
             ));
         }
+        let kind = match topic_rules(&topic_name, p.retain) {
+            Ok(kind) => kind,
+            Err(why) => {
+                return Err(close(
+                    reason::TOPIC_NAME_INVALID,
+                    format!("PUBLISH on '{}' refused: {why}", escaped(&topic_name)),
+                ))
+            }
+        };
+        let now = Instant::now();
+        if !self.quota.take(now) {
+            // Discarded; logged with the others of this second when it ends.
+            self.quota.dropped(now, true);
+            return Ok(());
+        }
         let mut verdict = self.check(Action::Publish, &topic_name);
         if verdict.is_ok() && p.retain {
             verdict = self.check(Action::RetainPublish, &topic_name);
@@ -534,6 +583,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                     pkid: p.pkid,
                     reason: reason::NOT_AUTHORIZED,
                     properties,
+                })
+                .encode(self.version, &mut self.out);
+            }
+            return Ok(());
+        }
+        if let reserved::Publish::BasicIngest { rule } = kind {
+            log::info!(
+                "{}: PUBLISH on '{}': Basic Ingest to rule {}: acknowledged, not delivered (no rules engine here)",
+                self.who,
+                escaped(&topic_name),
+                escaped(rule)
+            );
+            if p.qos == 1 {
+                Packet::PubAck(Ack {
+                    pkid: p.pkid,
+                    reason: reason::NORMAL,
+                    properties: Vec::new(),
                 })
                 .encode(self.version, &mut self.out);
             }
@@ -585,9 +651,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
     /// One SUBSCRIBE filter: its SUBACK code.
     fn subscribe(&mut self, filter: &str, qos: u8, no_local: bool, retain_handling: u8) -> u8 {
         let v5 = self.version == Version::V5;
-        if let Err(e) = topic::parse_filter(filter) {
+        let valid = topic::parse_filter(filter)
+            .map_err(|e| e.to_string())
+            .and_then(|f| topic::check_filter_limits(&f).map_err(|e| e.to_string()));
+        if let Err(why) = valid {
             log::info!(
-                "{}: SUBSCRIBE to '{}' refused: {e}",
+                "{}: SUBSCRIBE to '{}' refused: {why}",
                 self.who,
                 escaped(filter)
             );
@@ -642,16 +711,81 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         }
     }
 
+    /// IoT Core's rules on a SUBSCRIBE as a whole, before any of its filters is subscribed: at
+    /// most [`MAX_FILTERS_PER_SUBSCRIBE`] filters, and no reserved topic clients may not
+    /// subscribe to. Either ends the connection.
+    fn check_subscribe_packet(&self, filters: &[(String, SubOptions)]) -> Result<(), End> {
+        if filters.len() > MAX_FILTERS_PER_SUBSCRIBE {
+            let first = filters.first().map(|(f, _)| f.as_str()).unwrap_or_default();
+            return Err(close_for(
+                DisconnectReason::Throttled,
+                reason::QUOTA_EXCEEDED,
+                format!(
+                    "SUBSCRIBE with {} filters (the first '{}') refused: above IoT Core's limit of {MAX_FILTERS_PER_SUBSCRIBE} per SUBSCRIBE",
+                    filters.len(),
+                    escaped(first)
+                ),
+            ));
+        }
+        for (filter, _) in filters {
+            // An invalid filter gets its SUBACK code; a valid one is classified without $share/.
+            let Ok(parsed) = topic::parse_filter(filter) else {
+                continue;
+            };
+            if let Err(e) = reserved::check_subscribe(parsed.filter) {
+                return Err(close(
+                    reason::TOPIC_FILTER_INVALID,
+                    format!("SUBSCRIBE to '{}' refused: {e}", escaped(filter)),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Log the PUBLISH the quota made this connection drop, once their second has ended, or
+    /// when the connection is `ending`.
+    fn report_quota_drops(&mut self, ending: bool) {
+        let Some(d) = self.quota.report(Instant::now(), ending) else {
+            return;
+        };
+        let mut what = Vec::new();
+        if d.inbound > 0 {
+            what.push(format!(
+                "{} inbound PUBLISH discarded (QoS 1 ones not acknowledged)",
+                d.inbound
+            ));
+        }
+        if d.outbound > 0 {
+            what.push(format!("{} QoS 0 deliveries dropped", d.outbound));
+        }
+        log::info!(
+            "{}: {}: over the publish quota of {} PUBLISH per second, inbound and outbound together",
+            self.who,
+            what.join(", "),
+            self.quota.limit()
+        );
+    }
+
     fn check(&self, action: Action, resource: &str) -> Result<(), (Action, Denied)> {
         self.policy.check(action, resource).map_err(|d| (action, d))
     }
 
-    /// Send what the router queued, as far as the in-flight window allows.
+    /// Send what the router queued, as far as the in-flight window and the publish quota allow:
+    /// over the quota, QoS 0 messages are dropped and QoS 1 ones wait in the queue.
     async fn deliver(&mut self) -> Result<(), End> {
+        self.report_quota_drops(false);
+        self.holding = false;
         loop {
-            let room = self.max_inflight.saturating_sub(self.inflight.len());
-            let batch = self.router.take(&self.client_id, self.reg, room, 64);
+            let left = self.quota.left(Instant::now());
+            let room = self
+                .max_inflight
+                .saturating_sub(self.inflight.len())
+                .min(left);
+            // With no quota left, only the QoS 0 messages at the front are taken, to be dropped.
+            let max = if left == 0 { 64 } else { left.min(64) };
+            let batch = self.router.take(&self.client_id, self.reg, room, max);
             if batch.is_empty() {
+                self.holding = left == 0 && self.router.has_queued(&self.client_id, self.reg);
                 return Ok(());
             }
             for q in batch {
@@ -679,6 +813,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                         self.who,
                         escaped(&q.message.topic)
                     );
+                    continue;
+                }
+                let now = Instant::now();
+                if !self.quota.take(now) {
+                    // QoS 0 only: a batch holds QoS 1 messages only while the quota has room.
+                    self.quota.dropped(now, false);
                     continue;
                 }
                 encode_publish(&mut self.out, self.version, &d);
@@ -734,27 +874,49 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                 log::debug!("{}: connection lost: {why}", self.who);
                 (None, true)
             }
-            End::TakenOver => (Some(reason::TAKEN_OVER), true),
+            End::TakenOver => (
+                Some((
+                    reason::TAKEN_OVER,
+                    "another connection took over the client id",
+                )),
+                true,
+            ),
             End::KeepAlive => {
                 log::info!(
                     "{}: no packet within 1.5 x the keep-alive ({:?}): disconnected",
                     self.who,
                     self.keep_alive
                 );
-                (Some(reason::KEEP_ALIVE_TIMEOUT), true)
+                (
+                    Some((
+                        reason::KEEP_ALIVE_TIMEOUT,
+                        "no packet within 1.5 x the keep-alive",
+                    )),
+                    true,
+                )
             }
             End::Close { reason, why, .. } => {
                 log::info!("{}: disconnected: {why}", self.who);
-                (Some(*reason), true)
+                (Some((*reason, why.as_str())), true)
             }
         };
-        if let (true, Some(code)) = (v5, code) {
+        if let (true, Some((code, why))) = (v5, code) {
             self.out.clear();
-            Packet::Disconnect(Disconnect {
+            let mut disconnect = Disconnect {
                 reason: code,
-                properties: Vec::new(),
-            })
-            .encode(self.version, &mut self.out);
+                properties: if self.problem_info {
+                    reason_string(clip(why, DISCONNECT_REASON_MAX))
+                } else {
+                    Vec::new()
+                },
+            };
+            Packet::Disconnect(disconnect.clone()).encode(self.version, &mut self.out);
+            if self.out.len() > self.client_max_packet {
+                // The client's Maximum Packet Size forbids the reason string: the code alone.
+                self.out.clear();
+                disconnect.properties.clear();
+                Packet::Disconnect(disconnect).encode(self.version, &mut self.out);
+            }
             let _ = self.flush().await;
         }
         let _ = timeout(Duration::from_secs(1), self.stream.shutdown()).await;
@@ -791,6 +953,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             );
             return;
         }
+        if let Ok(reserved::Publish::BasicIngest { rule }) =
+            reserved::check_publish(&w.topic, w.retain)
+        {
+            log::info!(
+                "{}: will on '{}': Basic Ingest to rule {}: not delivered (no rules engine here)",
+                self.who,
+                escaped(&w.topic),
+                escaped(rule)
+            );
+            return;
+        }
         log::debug!(
             "{}: publishing its will on '{}'",
             self.who,
@@ -810,6 +983,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         };
         self.router.publish(Arc::new(message), w.retain);
     }
+}
+
+/// IoT Core's rules on a topic name a client publishes to (PUBLISH or will), once its syntax is
+/// valid: the size and depth limits, then the reserved topics. A refusal says why, for the log.
+fn topic_rules(topic_name: &str, retain: bool) -> Result<reserved::Publish<'_>, String> {
+    topic::check_name_limits(topic_name).map_err(|e| e.to_string())?;
+    reserved::check_publish(topic_name, retain).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -4,7 +4,11 @@
 //! - [`router`]: what connections share: sessions by client id, subscriptions, retained
 //!   messages, queued messages;
 //! - [`connection`]: one task per connection, owning its socket, from CONNACK to the end;
-//! - [`topic`]: topic names and filters, and which filter matches which topic;
+//! - [`topic`]: topic names and filters, their size and depth limits, and which filter matches
+//!   which topic;
+//! - [`reserved`]: which `$` topics a client may publish or subscribe to (IoT Core's reserved
+//!   topics, Basic Ingest);
+//! - [`quota`]: the publish quota of one connection;
 //! - [`dataplane`]: the policy hook called at each PUBLISH, SUBSCRIBE filter and delivery;
 //! - [`lifecycle`]: the `$aws/events/...` presence and subscription events, and their
 //!   per-client-id version numbers;
@@ -27,6 +31,8 @@
 pub mod connection;
 pub mod dataplane;
 pub mod lifecycle;
+pub mod quota;
+pub mod reserved;
 pub mod router;
 pub mod topic;
 pub mod upstream;
@@ -71,17 +77,38 @@ impl From<&str> for Origin {
     }
 }
 
+/// The rules `serve` lets a user change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// PUBLISH per second per connection, inbound and outbound together; 0: no quota.
+    pub publish_quota: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            publish_quota: quota::DEFAULT_PUBLISH_QUOTA,
+        }
+    }
+}
+
 /// The embedded broker: cheap to clone, shared by every connection.
 #[derive(Clone, Default)]
 pub struct Broker {
     router: Arc<router::Router>,
+    settings: Settings,
 }
 
 impl Broker {
-    /// A broker with its expiry sweep running on the current Tokio runtime (it stops when the
-    /// last clone of the broker is dropped).
+    /// A broker with IoT Core's default settings and its expiry sweep running on the current
+    /// Tokio runtime (it stops when the last clone of the broker is dropped).
     pub fn start() -> Broker {
-        let broker = Broker::default();
+        Broker::start_with(Settings::default())
+    }
+
+    /// [`Broker::start`] with these settings.
+    pub fn start_with(settings: Settings) -> Broker {
+        let broker = Broker::with_settings(settings);
         let weak: Weak<router::Router> = Arc::downgrade(&broker.router);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(SWEEP_INTERVAL);
@@ -92,6 +119,14 @@ impl Broker {
             }
         });
         broker
+    }
+
+    /// A broker with these settings and no expiry sweep (for tests).
+    pub fn with_settings(settings: Settings) -> Broker {
+        Broker {
+            settings,
+            ..Broker::default()
+        }
     }
 
     /// Serve one connection whose CONNECT was read, authenticated and authorized: send its
@@ -106,7 +141,15 @@ impl Broker {
     ) where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        connection::run(&self.router, stream, connect, &origin.into(), policy).await;
+        connection::run(
+            &self.router,
+            self.settings,
+            stream,
+            connect,
+            &origin.into(),
+            policy,
+        )
+        .await;
     }
 
     /// What the router holds now (expired sessions are freed first).

@@ -404,3 +404,25 @@ pub fn account_with_recording_authorizer(name: &str) -> std::path::PathBuf {
     .unwrap();
     dir
 }
+
+/// The reason code and reason string of a whole MQTT 5 server DISCONNECT, as read off the wire
+/// (the client asked for problem information, the default, so the string must be there).
+#[allow(dead_code)]
+pub fn disconnect_with_reason(bytes: &[u8]) -> (u8, String) {
+    use iot_core_local::mqtt::packet::Packet;
+    match Packet::decode(iot_core_local::mqtt::Version::V5, bytes) {
+        Ok(Packet::Disconnect(d)) => (d.reason, reason_string_of(&d.properties)),
+        other => panic!("expected a DISCONNECT, got {other:?} from {bytes:02X?}"),
+    }
+}
+
+/// The text of a property list that must hold exactly one reason string (0x1F).
+#[allow(dead_code)]
+pub fn reason_string_of(properties: &[u8]) -> String {
+    match properties {
+        [0x1F, hi, lo, text @ ..] if text.len() == usize::from(u16::from_be_bytes([*hi, *lo])) => {
+            String::from_utf8(text.to_vec()).expect("a UTF-8 reason string")
+        }
+        other => panic!("expected a reason string property alone, got {other:02X?}"),
+    }
+}
