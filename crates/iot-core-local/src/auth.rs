@@ -13,6 +13,7 @@ use rustls::pki_types::CertificateDer;
 
 use crate::config::{AccessKey, Config};
 use crate::custom_auth::{self, Denial as AuthorizerDenial, EventInput};
+use crate::mqtt::connect::ASSIGNED_ID_PREFIX;
 use crate::mqtt::Connect;
 use crate::mtls::Registry;
 use crate::policy::{Action, ConnectAttributes, Facts, PolicySet};
@@ -68,7 +69,13 @@ impl Authenticator {
     pub async fn decide(&self, ctx: &Context<'_>, connect: &Connect) -> Outcome {
         let id = &connect.client_id;
         if id.is_empty() {
-            return denied(reason::CLIENT_ID_NOT_VALID, "the client id is empty".into());
+            // MQTT 5 ids are assigned before this step (`Connect::assign_client_id`).
+            return denied(
+                reason::CLIENT_ID_NOT_VALID,
+                "the client id is empty (MQTT 3.1.1: identifier rejected; only MQTT 5 gets an \
+                 assigned $GEN/ id)"
+                    .into(),
+            );
         }
         if id.len() > 128 {
             return denied(
@@ -76,7 +83,7 @@ impl Authenticator {
                 format!("the client id is {} bytes, more than 128", id.len()),
             );
         }
-        if id.starts_with("$GEN/") {
+        if id.starts_with(ASSIGNED_ID_PREFIX) && !connect.assigned_client_id {
             return denied(
                 reason::CLIENT_ID_NOT_VALID,
                 "the client id starts with $GEN/".into(),
@@ -152,6 +159,11 @@ impl Authenticator {
         connect: &Connect,
     ) -> Result<(String, Vec<String>), (u8, String)> {
         let not_authorized = |d: AuthorizerDenial| (reason::NOT_AUTHORIZED, d.to_string());
+        // IoT Core finds the account, so its authorizers, by the endpoint name in SNI (connection
+        // reference §1): without it, no authorizer runs.
+        let Some(server_name) = ctx.server_name else {
+            return Err(not_authorized(AuthorizerDenial::NoServerName));
+        };
         let mut presented = connect
             .username
             .as_deref()
@@ -176,11 +188,16 @@ impl Authenticator {
         let event = custom_auth::lambda_event(&EventInput {
             token: checked.token,
             signature_verified: checked.signature_verified,
-            server_name: ctx.server_name,
+            server_name: Some(server_name),
             http,
             username: connect.username.as_deref(),
             password: connect.password.as_deref(),
-            client_id: &connect.client_id,
+            // The event carries the id only when the client sent one.
+            client_id: if connect.assigned_client_id {
+                ""
+            } else {
+                &connect.client_id
+            },
         });
         let timeout = Duration::from_millis(self.config.server.authorizer_timeout_ms);
         let response = custom_auth::invoke(authorizer, &self.config.policies, &event, timeout)
@@ -235,6 +252,7 @@ mod tests {
         Connect {
             version,
             client_id: "c".into(),
+            assigned_client_id: false,
             username: None,
             password: None,
             keep_alive: 30,

@@ -604,7 +604,7 @@ impl Conn<'_> {
         sigv4_key: Option<&AccessKey>,
     ) {
         let deadline = self.state.step_deadline;
-        let (connect, raw) = match timeout(
+        let (mut connect, raw) = match timeout(
             deadline,
             mqtt::read_connect(&mut stream, mqtt::MAX_CONNECT_SIZE),
         )
@@ -620,6 +620,7 @@ impl Conn<'_> {
                 return;
             }
         };
+        connect.assign_client_id();
         let ctx = Context {
             route: self.route,
             peer_ip: self.peer.ip(),
@@ -662,6 +663,7 @@ impl Conn<'_> {
                                 connect.version,
                                 reason::SERVER_UNAVAILABLE,
                                 "Server unavailable",
+                                false,
                             )
                             .await;
                         }
@@ -669,6 +671,9 @@ impl Conn<'_> {
                 }
             }
             Outcome::Denied { code, reason: why } => {
+                // MQTT 3.1.1 allows refusing an empty id with CONNACK 2 (identifier rejected):
+                // the choice made here, where IoT Core's answer is unknown (issue 9 choices).
+                let empty_v311_id = connect.client_id.is_empty();
                 self.decide(id, false, why);
                 let text = match code {
                     reason::CLIENT_ID_NOT_VALID => "Client identifier not valid".to_string(),
@@ -677,23 +682,26 @@ impl Conn<'_> {
                         uuid::Uuid::new_v4()
                     ),
                 };
-                self.refuse(&mut stream, connect.version, code, &text).await;
+                self.refuse(&mut stream, connect.version, code, &text, empty_v311_id)
+                    .await;
             }
         }
     }
 
     /// MQTT 5: CONNACK with the reason code and string, then close. MQTT 3.1.1: close with no
-    /// CONNACK, as IoT Core does (or CONNACK 2 / 5 with `connack_on_v311_reject`).
+    /// CONNACK, as IoT Core does (or CONNACK 2 / 5 with `connack_on_v311_reject`), except that
+    /// `v311_connack` always answers (the empty client id).
     async fn refuse<S: AsyncWrite + Unpin>(
         &self,
         stream: &mut S,
         version: Version,
         code: u8,
         text: &str,
+        v311_connack: bool,
     ) {
         let bytes = match version {
             Version::V5 => Some(mqtt::connack_v5(code, Some(text))),
-            Version::V311 if self.state.connack_on_v311_reject => {
+            Version::V311 if self.state.connack_on_v311_reject || v311_connack => {
                 Some(mqtt::connack_v311(match code {
                     reason::CLIENT_ID_NOT_VALID => 2,
                     reason::BAD_USERNAME_OR_PASSWORD => 4,

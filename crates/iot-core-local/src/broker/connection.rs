@@ -104,7 +104,7 @@ fn close(reason: u8, why: impl Into<String>) -> End {
 pub(super) async fn run<S>(
     router: &Router,
     mut stream: S,
-    connect: Connect,
+    mut connect: Connect,
     peer: &str,
     policy: &dyn DataPlane,
 ) where
@@ -150,9 +150,12 @@ pub(super) async fn run<S>(
         return;
     }
 
-    let assigned =
-        (v5 && connect.client_id.is_empty()).then(|| format!("$GEN/{}", uuid::Uuid::new_v4()));
-    let client_id: Arc<str> = assigned.as_deref().unwrap_or(&connect.client_id).into();
+    // The server normally assigns it before `iot:Connect`; done here for the plain broker.
+    connect.assign_client_id();
+    let assigned = connect
+        .assigned_client_id
+        .then(|| connect.client_id.clone());
+    let client_id: Arc<str> = connect.client_id.as_str().into();
     let who = who_id(&client_id);
     let keep_alive = effective_keep_alive(connect.keep_alive);
     let expiry = match version {
