@@ -16,7 +16,8 @@ use crate::custom_auth::{self, Denial as AuthorizerDenial, EventInput};
 use crate::mqtt::connect::ASSIGNED_ID_PREFIX;
 use crate::mqtt::Connect;
 use crate::mtls::Registry;
-use crate::policy::{Action, ConnectAttributes, Facts, PolicySet};
+use crate::policy::{Action, ConnectAttributes, Facts, PolicySet, Thing};
+use crate::renewal::Renewal;
 use crate::tls::Route;
 use crate::websocket::Upgrade;
 use crate::x509::certificate_names;
@@ -42,6 +43,15 @@ pub struct Context<'a> {
     pub sigv4_key: Option<&'a AccessKey>,
 }
 
+/// Who authenticated, and what decides their actions.
+struct Authenticated {
+    principal: String,
+    documents: Vec<String>,
+    /// The things the certificate is attached to (mTLS only).
+    things: Vec<String>,
+    renewal: Option<Renewal>,
+}
+
 /// The outcome of one CONNECT.
 #[derive(Clone, Debug)]
 pub enum Outcome {
@@ -50,6 +60,8 @@ pub enum Outcome {
         principal: String,
         policies: PolicySet,
         facts: Box<Facts>,
+        /// A custom authorizer's connection: how to ask it again while the connection is up.
+        renewal: Option<Box<Renewal>>,
     },
     Denied {
         code: u8,
@@ -90,7 +102,12 @@ impl Authenticator {
             );
         }
 
-        let (principal, documents) = match self.authenticate(ctx, connect).await {
+        let Authenticated {
+            principal,
+            documents,
+            things,
+            renewal,
+        } = match self.authenticate(ctx, connect).await {
             Ok(found) => found,
             Err((code, reason)) => return denied(code, reason),
         };
@@ -110,7 +127,7 @@ impl Authenticator {
                     .and_then(|leaf| certificate_names(leaf)),
                 _ => None,
             },
-            thing: None,
+            thing: self.attached_thing(&things, id),
             connect: ConnectAttributes {
                 persistent: persistent_session(connect),
                 last_will_topic: connect.will.as_ref().map(|w| w.topic.clone()),
@@ -122,32 +139,54 @@ impl Authenticator {
                 principal,
                 policies,
                 facts: Box::new(facts),
+                renewal: renewal.map(Box::new),
             }
         } else {
             denied(reason::NOT_AUTHORIZED, format!("{principal}: {verdict}"))
         }
     }
 
-    /// Who is connecting, and the policy documents that apply to them.
+    /// The thing variables of a connection (data-plane reference §1.3): the thing attached to
+    /// the certificate whose name is the client id (attachments are non-exclusive), if any.
+    fn attached_thing(&self, attached: &[String], client_id: &str) -> Option<Thing> {
+        if !attached.iter().any(|t| t == client_id) {
+            return None;
+        }
+        let thing = self.config.thing(client_id)?;
+        Some(Thing {
+            name: thing.name.clone(),
+            type_name: thing.thing_type.clone(),
+            attributes: thing.attributes.clone(),
+        })
+    }
+
+    /// Who is connecting, and what applies to them.
     async fn authenticate(
         &self,
         ctx: &Context<'_>,
         connect: &Connect,
-    ) -> Result<(String, Vec<String>), (u8, String)> {
+    ) -> Result<Authenticated, (u8, String)> {
         match ctx.route {
             Route::Mtls => {
                 let identity = self
                     .registry
                     .authenticate(ctx.peer_certs)
                     .map_err(|e| (reason::NOT_AUTHORIZED, e.to_string()))?;
-                Ok((identity.principal, self.documents(&identity.policies)))
+                Ok(Authenticated {
+                    principal: identity.principal,
+                    documents: self.documents(&identity.policies),
+                    things: identity.things,
+                    renewal: None,
+                })
             }
             Route::WebSocket if ctx.sigv4_key.is_some() => {
                 let key = ctx.sigv4_key.expect("checked above");
-                Ok((
-                    format!("access key {}", key.access_key_id),
-                    self.documents(&key.policies),
-                ))
+                Ok(Authenticated {
+                    principal: format!("access key {}", key.access_key_id),
+                    documents: self.documents(&key.policies),
+                    things: Vec::new(),
+                    renewal: None,
+                })
             }
             Route::CustomAuth | Route::WebSocket => self.custom_auth(ctx, connect).await,
         }
@@ -157,7 +196,7 @@ impl Authenticator {
         &self,
         ctx: &Context<'_>,
         connect: &Connect,
-    ) -> Result<(String, Vec<String>), (u8, String)> {
+    ) -> Result<Authenticated, (u8, String)> {
         let not_authorized = |d: AuthorizerDenial| (reason::NOT_AUTHORIZED, d.to_string());
         // IoT Core finds the account, so its authorizers, by the endpoint name in SNI (connection
         // reference §1): without it, no authorizer runs.
@@ -212,13 +251,20 @@ impl Authenticator {
                 .to_string(),
             ));
         }
-        Ok((
-            format!(
+        Ok(Authenticated {
+            principal: format!(
                 "principal {} of authorizer {}",
                 response.principal_id, authorizer.name
             ),
-            response.policy_documents,
-        ))
+            documents: response.policy_documents,
+            things: Vec::new(),
+            renewal: Some(Renewal {
+                authorizer: authorizer.name.clone(),
+                event,
+                refresh_after_seconds: response.refresh_after_seconds,
+                disconnect_after_seconds: response.disconnect_after_seconds,
+            }),
+        })
     }
 
     fn documents(&self, names: &[String]) -> Vec<String> {

@@ -147,6 +147,7 @@ fn main() -> ExitCode {
                 connack_on_v311_reject: connack_on_v311_reject.then_some(true),
                 step_deadline: Some(std::time::Duration::from_secs(step_timeout)),
                 max_pending: max_pending.and_then(|n| usize::try_from(n).ok()),
+                ..ServeOptions::default()
             };
             serve(dir, opts)
         }

@@ -26,6 +26,7 @@ struct RegisteredCert {
     der: CertificateDer<'static>,
     status: Status,
     policies: Vec<String>,
+    things: Vec<String>,
 }
 
 /// The certificates and CAs of the account.
@@ -34,11 +35,12 @@ pub struct Registry {
     certs: Vec<RegisteredCert>,
 }
 
-/// Who the certificate is and which policies apply.
+/// Who the certificate is, which policies apply, and which things it is attached to.
 #[derive(Debug, PartialEq, Eq)]
 pub struct CertIdentity {
     pub principal: String,
     pub policies: Vec<String>,
+    pub things: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -81,6 +83,7 @@ impl Registry {
                 der: first_cert(&dir.join(&c.certificate))?,
                 status: c.status,
                 policies: c.policies.clone(),
+                things: c.things.clone(),
             });
         }
         Ok(Registry { cas, certs })
@@ -114,6 +117,7 @@ impl Registry {
                 Status::Active => Ok(CertIdentity {
                     principal: format!("certificate {} ({})", reg.id, short(&fingerprint)),
                     policies: reg.policies.clone(),
+                    things: reg.things.clone(),
                 }),
                 Status::Inactive => Err(CertDenial::Inactive(reg.id.clone())),
             };
@@ -126,6 +130,7 @@ impl Registry {
                     ca.id
                 ),
                 policies: ca.auto_register_policies.clone(),
+                things: Vec::new(),
             }),
             Some(ca) => Err(CertDenial::NotRegistered {
                 fingerprint,
@@ -229,6 +234,7 @@ mod tests {
             der: der.clone(),
             status,
             policies: vec!["device-connect".into()],
+            things: vec!["lamp".into()],
         }
     }
 
@@ -250,6 +256,7 @@ mod tests {
             Ok(CertIdentity {
                 principal: format!("certificate dev ({})", &fp[..12]),
                 policies: vec!["device-connect".into()],
+                things: vec!["lamp".into()],
             })
         );
     }
@@ -327,6 +334,7 @@ mod tests {
             Ok(CertIdentity {
                 principal: format!("certificate {} auto-registered by CA ca", &fp[..12]),
                 policies: vec!["jitp-connect".into()],
+                things: Vec::new(),
             })
         );
     }

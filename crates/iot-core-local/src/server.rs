@@ -22,7 +22,7 @@ use crate::mqtt::{self, Version};
 use crate::mtls::Registry;
 use crate::tls::{route, server_configs, Listener, Route};
 use crate::websocket::{self, NotAnUpgrade};
-use crate::{custom_auth, sigv4};
+use crate::{custom_auth, renewal, sigv4};
 
 /// Default deadline for each step a client must take: the TLS handshake, the WebSocket upgrade
 /// request, and the CONNECT packet.
@@ -53,6 +53,10 @@ pub struct ServeOptions {
     /// Most connections accepted but not yet authenticated; more are closed as soon as they are
     /// accepted [default: from the account, `max_pending_connections`].
     pub max_pending: Option<usize>,
+    /// How long one second of a custom authorizer's `refreshAfterInSeconds` and
+    /// `disconnectAfterInSeconds` lasts [default: 1 s]. Only tests shorten it, so that the
+    /// 300 s minimum AWS enforces on both passes in well under a second.
+    pub authorizer_second: Option<Duration>,
 }
 
 /// One authentication decision, as logged.
@@ -136,6 +140,8 @@ enum Backend {
 
 struct State {
     step_deadline: Duration,
+    /// See [`ServeOptions::authorizer_second`].
+    authorizer_second: Duration,
     auth: Authenticator,
     acceptor_443: TlsAcceptor,
     acceptor_8883: TlsAcceptor,
@@ -241,6 +247,7 @@ pub async fn start(dir: &Path, opts: &ServeOptions) -> Result<Running, ServeErro
         .unwrap_or(config.server.max_pending_connections);
     let state = Arc::new(State {
         step_deadline: opts.step_deadline.unwrap_or(STEP_DEADLINE),
+        authorizer_second: opts.authorizer_second.unwrap_or(Duration::from_secs(1)),
         auth: Authenticator {
             config,
             registry,
@@ -636,16 +643,35 @@ impl Conn<'_> {
                 principal,
                 policies,
                 facts,
+                renewal,
             } => {
                 self.decide(id, true, principal);
                 match &self.state.backend {
                     Backend::Embedded(b) => {
                         let peer = self.peer.to_string();
-                        let plane = broker::Policies {
-                            policies,
-                            facts: *facts,
+                        let who = format!("{peer} client '{}'", escaped(&connect.client_id));
+                        let plane = broker::Policies::new(policies, *facts);
+                        let serve = b.serve(stream, connect, &peer, &plane);
+                        let Some(renewal) = renewal else {
+                            return serve.await;
                         };
-                        b.serve(stream, connect, &peer, &plane).await;
+                        // The authorizer's timers run beside the connection and end with it; once
+                        // they revoke it, the connection closes itself.
+                        let keep = async {
+                            renewal::keep_authorized(
+                                &self.state.auth.config,
+                                &renewal,
+                                &plane,
+                                &who,
+                                self.state.authorizer_second,
+                            )
+                            .await;
+                            std::future::pending::<()>().await
+                        };
+                        tokio::select! {
+                            _ = serve => {}
+                            _ = keep => {}
+                        }
                     }
                     Backend::Upstream(addr) => {
                         let bridged = broker::upstream::bridge(

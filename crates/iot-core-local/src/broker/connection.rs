@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{timeout, Instant};
 
-use super::dataplane::{Action, DataPlane, Denied};
+use super::dataplane::{Action, DataPlane, Denied, Revoked};
 use super::router::{
     Link, Message, NotSubscribed, Queued, Registered, Router, SubscriptionOptions,
     SUBSCRIPTIONS_CAP,
@@ -91,6 +91,9 @@ enum End {
         reason: u8,
         why: String,
     },
+    /// The connection's authorization ended (a custom authorizer's refresh or
+    /// disconnectAfterInSeconds): MQTT 5 DISCONNECT 0x87 with the cause's reason string.
+    Revoked(Revoked),
 }
 
 fn close(reason: u8, why: impl Into<String>) -> End {
@@ -267,6 +270,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
     async fn serve(&mut self) -> End {
         let link = self.link.clone();
         let mut deadline = Instant::now() + self.keep_alive;
+        let mut revoked = self.policy.revoked();
         loop {
             if let Err(end) = self.deliver().await {
                 return end;
@@ -288,6 +292,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                     },
                 },
                 _ = tokio::time::sleep_until(deadline) => return End::KeepAlive,
+                r = until_revoked(&mut revoked) => return End::Revoked(r),
             }
         }
     }
@@ -697,12 +702,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                 log::info!("{}: disconnected: {why}", self.who);
                 (Some(*reason), true)
             }
+            End::Revoked(r) => {
+                log::info!("{}: disconnected: {}", self.who, r.why);
+                (Some(reason::NOT_AUTHORIZED), true)
+            }
+        };
+        let text = match &end {
+            End::Revoked(r) if self.problem_info => reason_string(r.cause.reason_string()),
+            _ => Vec::new(),
         };
         if let (true, Some(code)) = (v5, code) {
             self.out.clear();
             Packet::Disconnect(Disconnect {
                 reason: code,
-                properties: Vec::new(),
+                properties: text,
             })
             .encode(self.version, &mut self.out);
             let _ = self.flush().await;
@@ -747,6 +760,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         };
         self.router.publish(Arc::new(message), w.retain);
     }
+}
+
+/// The revocation, once the data plane sends one; pending forever for a plane that has none.
+async fn until_revoked(
+    revoked: &mut Option<tokio::sync::watch::Receiver<Option<Revoked>>>,
+) -> Revoked {
+    if let Some(rx) = revoked {
+        if let Ok(r) = rx.wait_for(Option::is_some).await {
+            if let Some(r) = r.clone() {
+                return r;
+            }
+        }
+    }
+    std::future::pending().await
 }
 
 #[cfg(test)]

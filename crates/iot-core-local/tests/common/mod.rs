@@ -66,6 +66,7 @@ pub fn rich_account(name: &str) -> PathBuf {
         certificate: "inactive-device.pem".into(),
         status: Status::Inactive,
         policies: vec!["device-connect".into()],
+        things: Vec::new(),
     });
     // A self-signed certificate nobody registered.
     let key = KeyPair::generate().unwrap();
