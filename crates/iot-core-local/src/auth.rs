@@ -127,7 +127,7 @@ impl Authenticator {
                     .and_then(|leaf| certificate_names(leaf)),
                 _ => None,
             },
-            thing: self.attached_thing(&things, id),
+            thing: attached_thing(&self.config, &things, id),
             connect: ConnectAttributes {
                 persistent: persistent_session(connect),
                 last_will_topic: connect.will.as_ref().map(|w| w.topic.clone()),
@@ -144,20 +144,6 @@ impl Authenticator {
         } else {
             denied(reason::NOT_AUTHORIZED, format!("{principal}: {verdict}"))
         }
-    }
-
-    /// The thing variables of a connection (data-plane reference §1.3): the thing attached to
-    /// the certificate whose name is the client id (attachments are non-exclusive), if any.
-    fn attached_thing(&self, attached: &[String], client_id: &str) -> Option<Thing> {
-        if !attached.iter().any(|t| t == client_id) {
-            return None;
-        }
-        let thing = self.config.thing(client_id)?;
-        Some(Thing {
-            name: thing.name.clone(),
-            type_name: thing.thing_type.clone(),
-            attributes: thing.attributes.clone(),
-        })
     }
 
     /// Who is connecting, and what applies to them.
@@ -275,6 +261,20 @@ impl Authenticator {
     }
 }
 
+/// The thing variables of a connection (data-plane reference §1.3): the thing attached to the
+/// certificate whose name is the client id (attachments are non-exclusive), if any.
+fn attached_thing(config: &Config, attached: &[String], client_id: &str) -> Option<Thing> {
+    if !attached.iter().any(|t| t == client_id) {
+        return None;
+    }
+    let thing = config.thing(client_id)?;
+    Some(Thing {
+        name: thing.name.clone(),
+        type_name: thing.thing_type.clone(),
+        attributes: thing.attributes.clone(),
+    })
+}
+
 /// `iot:ConnectAttributes` `PersistentConnect`: 3.1.1 without clean session, or MQTT 5 without
 /// clean start and with a session expiry.
 fn persistent_session(connect: &Connect) -> bool {
@@ -309,6 +309,60 @@ mod tests {
                 ..ConnectProperties::default()
             },
         }
+    }
+
+    #[test]
+    fn a_thing_is_the_connections_only_when_attached_and_named_by_the_client_id() {
+        let mut config: Config = toml::from_str(
+            r#"
+            region = "us-east-1"
+            account_id = "123456789012"
+            endpoint = "localhost"
+            [server]
+            bind = "127.0.0.1"
+            port_443 = 0
+            port_8883 = 0
+            certificate = "server.pem"
+            private_key = "server.key"
+            ca_certificate = "server-ca.pem"
+            [[thing]]
+            name = "lamp"
+            thing_type = "light"
+            attributes = { room = "kitchen" }
+            [[thing]]
+            name = "fan"
+            "#,
+        )
+        .expect("account");
+        let attached = ["lamp".to_string(), "fan".to_string()];
+        assert_eq!(
+            attached_thing(&config, &attached, "lamp"),
+            Some(Thing {
+                name: "lamp".into(),
+                type_name: Some("light".into()),
+                attributes: [("room".to_string(), "kitchen".to_string())].into(),
+            })
+        );
+        assert_eq!(
+            attached_thing(&config, &attached, "fan"),
+            Some(Thing {
+                name: "fan".into(),
+                ..Thing::default()
+            })
+        );
+        assert_eq!(
+            attached_thing(&config, &attached, "test-1"),
+            None,
+            "another client id"
+        );
+        assert_eq!(attached_thing(&config, &attached, "Lamp"), None, "case");
+        assert_eq!(
+            attached_thing(&config, &attached[1..], "lamp"),
+            None,
+            "a thing not attached to this certificate"
+        );
+        config.things.clear();
+        assert_eq!(attached_thing(&config, &attached, "lamp"), None);
     }
 
     #[test]

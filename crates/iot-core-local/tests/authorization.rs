@@ -327,3 +327,214 @@ async fn an_empty_mqtt5_client_id_is_assigned_and_authorized_as_gen_uuid() {
     let stats = ep.running.broker().expect("embedded").stats();
     assert_eq!(stats.connected, 1);
 }
+
+// ---- Things attached to certificates ----
+
+#[tokio::test]
+async fn thing_variables_come_from_the_thing_attached_to_the_certificate() {
+    let dir = rich_account("things");
+    edit_account(&dir, |config| {
+        // init attached the device certificate to the thing test-device; give it a type and
+        // an attribute.
+        let thing = config
+            .things
+            .iter_mut()
+            .find(|t| t.name == "test-device")
+            .expect("init's thing");
+        thing.thing_type = Some("sensor".into());
+        thing.attributes.insert("room".into(), "lab".into());
+    });
+    with_device_policy(
+        &dir,
+        &format!(
+            r#"{{"Version":"2012-10-17","Statement":[
+            {{"Effect":"Allow","Action":"iot:Connect","Resource":["{ARN}:client/${{iot:Connection.Thing.ThingName}}","{ARN}:client/free-*"]}},
+            {{"Effect":"Allow","Action":"iot:Publish","Resource":["{ARN}:topic/things/${{iot:Connection.Thing.ThingName}}/${{iot:Connection.Thing.Attributes[room]}}","{ARN}:topic/types/${{iot:Connection.Thing.ThingTypeName}}"]}},
+            {{"Effect":"Allow","Action":"iot:Publish","Resource":"{ARN}:topic/attached","Condition":{{"Bool":{{"iot:Connection.Thing.IsAttached":"true"}}}}}}]}}"#
+        ),
+    );
+    let mut ep = Endpoint::start(&dir).await;
+
+    // The client id names the attached thing: its variables resolve.
+    let mut raw = Raw::open(device(&ep), V::V5).await;
+    assert_eq!(raw.connect("test-device", None, None).await.0, 0);
+    assert!(ep.decision().await.allowed);
+    assert_eq!(raw.publish("things/test-device/lab").await, Some(0));
+    assert_eq!(raw.publish("types/sensor").await, Some(0));
+    assert_eq!(raw.publish("attached").await, Some(0));
+    assert_eq!(raw.publish("things/test-device/office").await, Some(0x87));
+
+    // Another client id on the same certificate has no thing: ThingName matches nothing.
+    let mut raw = Raw::open(device(&ep), V::V5).await;
+    assert_eq!(raw.connect("test-other", None, None).await.0, 0x87);
+    let d = ep.decision().await;
+    assert!(!d.allowed, "{d}");
+    assert!(
+        d.detail.ends_with(&format!(
+            "no policy statement allows iot:Connect on {ARN}:client/test-other"
+        )),
+        "{d}"
+    );
+    let mut raw = Raw::open(device(&ep), V::V5).await;
+    assert_eq!(raw.connect("free-1", None, None).await.0, 0);
+    assert!(ep.decision().await.allowed);
+    assert_eq!(
+        raw.publish("attached").await,
+        Some(0x87),
+        "IsAttached is false"
+    );
+    assert_eq!(raw.publish("types/sensor").await, Some(0x87));
+
+    // MQTT 3.1.1 gets the same facts.
+    let mut raw = Raw::open(device(&ep), V::V311).await;
+    assert_eq!(raw.connect("test-device", None, None).await.0, 0);
+    assert_eq!(raw.publish("things/test-device/lab").await, Some(0));
+}
+
+// ---- A custom authorizer on live connections ----
+
+/// Publish on `test/*` (broad) or on `test/a` only (narrow); connect as `test-*`.
+fn live_policy(topic: &str) -> String {
+    format!(
+        r#"{{\"Version\":\"2012-10-17\",\"Statement\":[{{\"Effect\":\"Allow\",\"Action\":\"iot:Connect\",\"Resource\":\"{ARN}:client/test-*\"}},{{\"Effect\":\"Allow\",\"Action\":\"iot:Publish\",\"Resource\":\"{ARN}:topic/{topic}\"}}]}}"#
+    )
+}
+
+fn answer(allowed: bool, topic: &str, refresh: u64, disconnect: u64) -> String {
+    let docs = if allowed {
+        format!("\"{}\"", live_policy(topic))
+    } else {
+        String::new()
+    };
+    format!(
+        r#"{{"isAuthenticated":{allowed},"principalId":"live","policyDocuments":[{docs}],"disconnectAfterInSeconds":{disconnect},"refreshAfterInSeconds":{refresh}}}"#
+    )
+}
+
+/// The rich account plus two unsigned command authorizers: `live-authorizer` answers a broad
+/// policy, a narrow one once `<dir>/narrow` exists, and denies once `<dir>/deny` exists
+/// (refresh after 300 s); `ttl-authorizer` closes after 300 s.
+fn live_account(name: &str) -> std::path::PathBuf {
+    let dir = rich_account(name);
+    let (narrow, deny) = (dir.join("narrow"), dir.join("deny"));
+    let script = format!(
+        "cat >/dev/null; if [ -e '{}' ]; then echo '{}'; elif [ -e '{}' ]; then echo '{}'; else echo '{}'; fi",
+        deny.display(),
+        answer(false, "", 300, 86400),
+        narrow.display(),
+        answer(true, "test/a", 300, 86400),
+        answer(true, "test/*", 300, 86400),
+    );
+    let ttl = format!(
+        "cat >/dev/null; echo '{}'",
+        answer(true, "test/*", 86400, 300)
+    );
+    edit_account(&dir, |config| {
+        let template = config
+            .authorizers
+            .iter()
+            .find(|a| a.name == "denying-authorizer")
+            .expect("the rich account's")
+            .clone();
+        for (name, script) in [("live-authorizer", script), ("ttl-authorizer", ttl)] {
+            let mut a = template.clone();
+            a.name = name.into();
+            a.function = iot_core_local::config::Function::Command {
+                argv: vec!["sh".into(), "-c".into(), script],
+            };
+            config.authorizers.push(a);
+        }
+    });
+    dir
+}
+
+/// One authorizer second lasts 2 ms: refreshAfterInSeconds 300 elapses after 0.6 s.
+async fn live_endpoint(dir: &std::path::Path) -> Endpoint {
+    Endpoint::start_with(
+        dir,
+        iot_core_local::server::ServeOptions {
+            authorizer_second: Some(std::time::Duration::from_millis(2)),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+fn username(authorizer: &str) -> String {
+    build_username(&UsernameParts {
+        username: Some("device"),
+        authorizer: Some(authorizer),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+/// The reason code and reason string of the DISCONNECT the server sends next, then the close.
+async fn disconnected(raw: &mut Raw) -> (u8, Option<String>) {
+    let seen = match raw.next().await {
+        Some(Packet::Disconnect(d)) => (d.reason, string_property(&d.properties, 0x1F)),
+        other => panic!("expected a DISCONNECT, saw {other:?}"),
+    };
+    assert!(raw.next().await.is_none(), "closed after the DISCONNECT");
+    seen
+}
+
+#[tokio::test]
+async fn a_refresh_replaces_the_policies_and_a_denying_refresh_closes_the_connection() {
+    let dir = live_account("refresh");
+    let mut ep = live_endpoint(&dir).await;
+    let user = username("live-authorizer");
+    let mut v5 = Raw::open(custom(&ep), V::V5).await;
+    assert_eq!(v5.connect("test-live5", Some(&user), None).await.0, 0);
+    assert!(ep.decision().await.allowed);
+    let mut v311 = Raw::open(custom(&ep), V::V311).await;
+    assert_eq!(v311.connect("test-live3", Some(&user), None).await.0, 0);
+    assert!(ep.decision().await.allowed);
+    assert_eq!(v5.publish("test/b").await, Some(0), "the CONNECT's policy");
+
+    // From the next refresh on, only test/a.
+    std::fs::write(dir.join("narrow"), "").unwrap();
+    let mut denied = false;
+    for _ in 0..100 {
+        if v5.publish("test/b").await == Some(0x87) {
+            denied = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(denied, "a refresh replaced the policy within 10 s");
+    assert_eq!(v5.publish("test/a").await, Some(0));
+    assert_eq!(v311.publish("test/a").await, Some(0));
+
+    // A refresh that denies: DISCONNECT 0x87 (5), closed (3.1.1).
+    std::fs::write(dir.join("deny"), "").unwrap();
+    assert_eq!(
+        disconnected(&mut v5).await,
+        (
+            0x87,
+            Some(
+                "Not authorized: the custom authorizer's refresh did not authorize the connection"
+                    .into()
+            )
+        )
+    );
+    assert!(v311.next().await.is_none(), "3.1.1: closed, nothing sent");
+}
+
+#[tokio::test]
+async fn disconnect_after_in_seconds_closes_the_connection() {
+    let dir = live_account("ttl");
+    let mut ep = live_endpoint(&dir).await;
+    let user = username("ttl-authorizer");
+    let mut v5 = Raw::open(custom(&ep), V::V5).await;
+    assert_eq!(v5.connect("test-ttl5", Some(&user), None).await.0, 0);
+    assert!(ep.decision().await.allowed);
+    let mut v311 = Raw::open(custom(&ep), V::V311).await;
+    assert_eq!(v311.connect("test-ttl3", Some(&user), None).await.0, 0);
+    assert!(ep.decision().await.allowed);
+    assert_eq!(
+        disconnected(&mut v5).await,
+        (0x87, Some("disconnectAfterInSeconds elapsed".into()))
+    );
+    assert!(v311.next().await.is_none(), "3.1.1: closed, nothing sent");
+}
