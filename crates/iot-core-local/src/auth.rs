@@ -45,7 +45,10 @@ pub struct Context<'a> {
 
 /// Who authenticated, and what decides their actions.
 struct Authenticated {
+    /// As logged.
     principal: String,
+    /// See [`Outcome::Allowed`].
+    principal_id: String,
     documents: Vec<String>,
     /// The things the certificate is attached to (mTLS only).
     things: Vec<String>,
@@ -58,6 +61,9 @@ pub enum Outcome {
     /// `policies` and `facts` decide the connection's data-plane actions.
     Allowed {
         principal: String,
+        /// `principalIdentifier` in lifecycle events: the certificate id (64 hex digits), the
+        /// access key id, or the authorizer's principalId.
+        principal_id: String,
         policies: PolicySet,
         facts: Box<Facts>,
         /// A custom authorizer's connection: how to ask it again while the connection is up.
@@ -104,6 +110,7 @@ impl Authenticator {
 
         let Authenticated {
             principal,
+            principal_id,
             documents,
             things,
             renewal,
@@ -137,6 +144,7 @@ impl Authenticator {
         if verdict.is_allowed() {
             Outcome::Allowed {
                 principal,
+                principal_id,
                 policies,
                 facts: Box::new(facts),
                 renewal: renewal.map(Box::new),
@@ -160,6 +168,7 @@ impl Authenticator {
                     .map_err(|e| (reason::NOT_AUTHORIZED, e.to_string()))?;
                 Ok(Authenticated {
                     principal: identity.principal,
+                    principal_id: identity.certificate_id,
                     documents: self.documents(&identity.policies),
                     things: identity.things,
                     renewal: None,
@@ -169,6 +178,7 @@ impl Authenticator {
                 let key = ctx.sigv4_key.expect("checked above");
                 Ok(Authenticated {
                     principal: format!("access key {}", key.access_key_id),
+                    principal_id: key.access_key_id.clone(),
                     documents: self.documents(&key.policies),
                     things: Vec::new(),
                     renewal: None,
@@ -242,6 +252,7 @@ impl Authenticator {
                 "principal {} of authorizer {}",
                 response.principal_id, authorizer.name
             ),
+            principal_id: response.principal_id,
             documents: response.policy_documents,
             things: Vec::new(),
             renewal: Some(Renewal {

@@ -39,6 +39,8 @@ pub struct Registry {
 #[derive(Debug, PartialEq, Eq)]
 pub struct CertIdentity {
     pub principal: String,
+    /// The certificate id IoT Core would give it: the SHA-256 of its DER, 64 hex digits.
+    pub certificate_id: String,
     pub policies: Vec<String>,
     pub things: Vec<String>,
 }
@@ -116,6 +118,7 @@ impl Registry {
             return match reg.status {
                 Status::Active => Ok(CertIdentity {
                     principal: format!("certificate {} ({})", reg.id, short(&fingerprint)),
+                    certificate_id: fingerprint.clone(),
                     policies: reg.policies.clone(),
                     things: reg.things.clone(),
                 }),
@@ -129,6 +132,7 @@ impl Registry {
                     short(&fingerprint),
                     ca.id
                 ),
+                certificate_id: fingerprint.clone(),
                 policies: ca.auto_register_policies.clone(),
                 things: Vec::new(),
             }),
@@ -255,6 +259,7 @@ mod tests {
             registry.authenticate(Some(&chain(&cert))),
             Ok(CertIdentity {
                 principal: format!("certificate dev ({})", &fp[..12]),
+                certificate_id: fp.clone(),
                 policies: vec!["device-connect".into()],
                 things: vec!["lamp".into()],
             })
@@ -333,6 +338,7 @@ mod tests {
             auto.authenticate(Some(&chain(&cert))),
             Ok(CertIdentity {
                 principal: format!("certificate {} auto-registered by CA ca", &fp[..12]),
+                certificate_id: fp.clone(),
                 policies: vec!["jitp-connect".into()],
                 things: Vec::new(),
             })

@@ -641,6 +641,7 @@ impl Conn<'_> {
         match outcome {
             Outcome::Allowed {
                 principal,
+                principal_id,
                 policies,
                 facts,
                 renewal,
@@ -648,10 +649,14 @@ impl Conn<'_> {
                 self.decide(id, true, principal);
                 match &self.state.backend {
                     Backend::Embedded(b) => {
-                        let peer = self.peer.to_string();
-                        let who = format!("{peer} client '{}'", escaped(&connect.client_id));
+                        let who = format!("{} client '{}'", self.peer, escaped(&connect.client_id));
+                        let origin = broker::Origin {
+                            peer: self.peer.to_string(),
+                            ip: Some(self.peer.ip()),
+                            principal: Some(principal_id),
+                        };
                         let plane = broker::Policies::new(policies, *facts);
-                        let serve = b.serve(stream, connect, &peer, &plane);
+                        let serve = b.serve(stream, connect, origin, &plane);
                         let Some(renewal) = renewal else {
                             return serve.await;
                         };

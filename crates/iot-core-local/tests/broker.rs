@@ -472,7 +472,7 @@ async fn pipe_client(broker: &Broker, id: &str) -> tokio::io::DuplexStream {
     let connect = parse_connect(&raw).unwrap();
     let broker = broker.clone();
     let id = id.to_string();
-    tokio::spawn(async move { broker.serve(server, connect, &id, &Deny).await });
+    tokio::spawn(async move { broker.serve(server, connect, id.as_str(), &Deny).await });
     let mut buf = Vec::new();
     let connack = read_packet(&mut client, &mut buf).await.expect("CONNACK");
     assert_eq!(&connack[..4], &[0x20, connack[1], 0x00, 0x00]);

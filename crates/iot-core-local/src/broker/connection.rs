@@ -1,7 +1,7 @@
 //! One accepted connection, from its CONNACK to its end: the task that owns the socket, reads
 //! and answers the client's packets, delivers what the router queued for it, and applies IoT
 //! Core's rules on the way (QoS at most 1, 128 KiB payloads, keep-alive, takeover, the policy
-//! hooks of [`DataPlane`]).
+//! hooks of [`DataPlane`]), announcing it in its [`super::lifecycle`] events.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,12 +10,13 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{timeout, Instant};
 
-use super::dataplane::{Action, DataPlane, Denied, Revoked};
+use super::dataplane::{Action, DataPlane, Denied, RevokeCause, Revoked};
+use super::lifecycle::{DisconnectReason, Event, Events};
 use super::router::{
     Link, Message, NotSubscribed, Queued, Registered, Router, SubscriptionOptions,
     SUBSCRIPTIONS_CAP,
 };
-use super::topic;
+use super::{topic, Origin};
 use crate::logsafe::escaped;
 use crate::mqtt::packet::{
     encode_publish, publish_size, reason_string, Ack, Delivery, Disconnect, Packet, SubAck,
@@ -86,20 +87,47 @@ enum End {
     Lost(String),
     TakenOver,
     KeepAlive,
-    /// The server closes: MQTT 5 DISCONNECT with `reason` first; `why` is logged.
+    /// The server closes: MQTT 5 DISCONNECT with `reason` first; `why` is logged; `cause` is
+    /// the `disconnectReason` of the lifecycle event.
     Close {
         reason: u8,
         why: String,
+        cause: DisconnectReason,
     },
     /// The connection's authorization ended (a custom authorizer's refresh or
     /// disconnectAfterInSeconds): MQTT 5 DISCONNECT 0x87 with the cause's reason string.
     Revoked(Revoked),
 }
 
+impl End {
+    /// The `disconnectReason` of the connection's disconnected event. A new way to end gets its
+    /// reason here; a new server close passes it to [`close_for`].
+    fn disconnect_reason(&self) -> DisconnectReason {
+        match self {
+            End::Client { .. } => DisconnectReason::ClientInitiatedDisconnect,
+            End::Lost(_) => DisconnectReason::ConnectionLost,
+            End::TakenOver => DisconnectReason::DuplicateClientid,
+            End::KeepAlive => DisconnectReason::MqttKeepAliveTimeout,
+            End::Close { cause, .. } => *cause,
+            End::Revoked(r) => match r.cause {
+                RevokeCause::RefreshFailed => DisconnectReason::AuthError,
+                RevokeCause::Expired => DisconnectReason::CustomauthTtlExpiration,
+            },
+        }
+    }
+}
+
+/// The server closes because of what the client sent (`disconnectReason` CLIENT_ERROR).
 fn close(reason: u8, why: impl Into<String>) -> End {
+    close_for(DisconnectReason::ClientError, reason, why)
+}
+
+/// The server closes, for `cause` (e.g. THROTTLED, AUTH_ERROR).
+fn close_for(cause: DisconnectReason, reason: u8, why: impl Into<String>) -> End {
     End::Close {
         reason,
         why: why.into(),
+        cause,
     }
 }
 
@@ -108,11 +136,12 @@ pub(super) async fn run<S>(
     router: &Router,
     mut stream: S,
     mut connect: Connect,
-    peer: &str,
+    origin: &Origin,
     policy: &dyn DataPlane,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let peer = &origin.peer;
     let version = connect.version;
     let v5 = version == Version::V5;
     let who_id = |id: &str| format!("{peer} client '{}'", escaped(id));
@@ -225,6 +254,7 @@ pub(super) async fn run<S>(
             .map_or(usize::MAX, |m| m as usize),
         problem_info: connect.properties.request_problem_info,
         keep_alive: Duration::from_millis(u64::from(keep_alive) * 1500),
+        events: None,
     };
     log::debug!(
         "{}: connected (MQTT {version:?}, keep-alive {keep_alive} s, session expiry {expiry} s, session present {})",
@@ -232,7 +262,14 @@ pub(super) async fn run<S>(
         reg.session_present
     );
     let end = match conn.flush().await {
-        Ok(()) => conn.serve().await,
+        Ok(()) => {
+            conn.events = origin
+                .principal
+                .as_deref()
+                .and_then(|p| Events::start(&router.versions, &conn.client_id, p));
+            conn.announce(Event::Connected { ip: origin.ip });
+            conn.serve().await
+        }
         Err(end) => end,
     };
     conn.finish(end, connect.will).await;
@@ -264,6 +301,9 @@ struct Conn<'a, S> {
     problem_info: bool,
     /// 1.5 x the keep-alive.
     keep_alive: Duration,
+    /// Its lifecycle events, from the CONNACK on (none for a client id with `+` or `#`, nor on
+    /// the plain broker, which authenticates nobody).
+    events: Option<Events>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
@@ -352,12 +392,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                 for (filter, o) in &s.filters {
                     codes.push(self.subscribe(filter, o.qos, o.no_local, o.retain_handling));
                 }
+                // Granted: QoS 0 or 1; the failure codes are 0x80 and above.
+                let granted: Vec<&str> = s
+                    .filters
+                    .iter()
+                    .zip(&codes)
+                    .filter(|(_, &code)| code <= 1)
+                    .map(|((filter, _), _)| filter.as_str())
+                    .collect();
                 Packet::SubAck(SubAck {
                     pkid: s.pkid,
                     properties: Vec::new(),
                     codes,
                 })
                 .encode(self.version, &mut self.out);
+                if !granted.is_empty() {
+                    self.announce(Event::Subscribed(&granted));
+                }
                 Ok(())
             }
             Packet::Unsubscribe(u) => {
@@ -378,6 +429,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                     codes,
                 })
                 .encode(self.version, &mut self.out);
+                let sent: Vec<&str> = u.filters.iter().map(String::as_str).collect();
+                self.announce(Event::Unsubscribed(&sent));
                 Ok(())
             }
             Packet::PingReq => {
@@ -476,7 +529,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         if let Err((action, Denied(why))) = verdict {
             let line = format!("{action} on topic/{} denied: {why}", escaped(&topic_name));
             if !v5 {
-                return Err(close(reason::NOT_AUTHORIZED, line));
+                return Err(close_for(
+                    DisconnectReason::ForbiddenAccess,
+                    reason::NOT_AUTHORIZED,
+                    line,
+                ));
             }
             log::info!("{}: {line}", self.who);
             if p.qos == 1 {
@@ -698,7 +755,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                 );
                 (Some(reason::KEEP_ALIVE_TIMEOUT), true)
             }
-            End::Close { reason, why } => {
+            End::Close { reason, why, .. } => {
                 log::info!("{}: disconnected: {why}", self.who);
                 (Some(*reason), true)
             }
@@ -724,8 +781,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         if let (true, Some(w)) = (publish_will, will) {
             self.publish_will(w);
         }
+        // Published before the session is released, so that whoever sees it released (e.g. a
+        // test waiting on the router's stats) can count on the event being routed.
+        if let Some(events) = self.events.take() {
+            events.publish(self.router, Event::Disconnected(end.disconnect_reason()));
+            events.release(&self.router.versions);
+        }
         let unacked = std::mem::take(&mut self.inflight).into_values().collect();
         self.router.disconnect(&self.client_id, self.reg, unacked);
+    }
+
+    /// Publish one of this connection's lifecycle events (if its client id has them).
+    fn announce(&self, event: Event<'_>) {
+        if let Some(events) = &self.events {
+            events.publish(self.router, event);
+        }
     }
 
     fn publish_will(&self, w: crate::mqtt::Will) {
@@ -790,5 +860,47 @@ mod tests {
         assert_eq!(effective_keep_alive(1200), 1200);
         assert_eq!(effective_keep_alive(1201), 1200);
         assert_eq!(effective_keep_alive(u16::MAX), 1200);
+    }
+
+    #[test]
+    fn each_end_has_its_disconnect_reason() {
+        use DisconnectReason as R;
+        let ends = [
+            (End::Client { will: false }, R::ClientInitiatedDisconnect),
+            (End::Client { will: true }, R::ClientInitiatedDisconnect),
+            (End::Lost("reset".into()), R::ConnectionLost),
+            (End::TakenOver, R::DuplicateClientid),
+            (End::KeepAlive, R::MqttKeepAliveTimeout),
+            (
+                close(reason::PROTOCOL_ERROR, "second CONNECT"),
+                R::ClientError,
+            ),
+            (close(reason::QUOTA_EXCEEDED, "payload"), R::ClientError),
+            (
+                close_for(R::ForbiddenAccess, reason::NOT_AUTHORIZED, "denied"),
+                R::ForbiddenAccess,
+            ),
+            (
+                close_for(R::Throttled, reason::QUOTA_EXCEEDED, "quota"),
+                R::Throttled,
+            ),
+            (
+                End::Revoked(Revoked {
+                    cause: RevokeCause::RefreshFailed,
+                    why: "refresh denied".into(),
+                }),
+                R::AuthError,
+            ),
+            (
+                End::Revoked(Revoked {
+                    cause: RevokeCause::Expired,
+                    why: "ttl".into(),
+                }),
+                R::CustomauthTtlExpiration,
+            ),
+        ];
+        for (end, expected) in ends {
+            assert_eq!(end.disconnect_reason(), expected, "{end:?}");
+        }
     }
 }

@@ -78,7 +78,7 @@ pub struct Revoked {
 }
 
 /// What ended a connection's authorization (issue 9 choices, "Custom authorizer on live
-/// connections").
+/// connections"); the connection maps it to the lifecycle event's `disconnectReason`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RevokeCause {
     /// The custom authorizer, asked again after refreshAfterInSeconds, denied, failed, or no
@@ -89,14 +89,6 @@ pub enum RevokeCause {
 }
 
 impl RevokeCause {
-    /// The lifecycle event's `disconnectReason`.
-    pub fn disconnect_reason(self) -> &'static str {
-        match self {
-            RevokeCause::RefreshFailed => "AUTH_ERROR",
-            RevokeCause::Expired => "CUSTOMAUTH_TTL_EXPIRATION",
-        }
-    }
-
     /// The MQTT 5 DISCONNECT's reason string.
     pub fn reason_string(self) -> &'static str {
         match self {
@@ -249,11 +241,6 @@ mod tests {
         });
         assert_eq!(*rx.borrow(), Some(expired));
         assert!(AllowAll.revoked().is_none());
-        assert_eq!(
-            RevokeCause::Expired.disconnect_reason(),
-            "CUSTOMAUTH_TTL_EXPIRATION"
-        );
-        assert_eq!(RevokeCause::RefreshFailed.disconnect_reason(), "AUTH_ERROR");
         assert_eq!(
             RevokeCause::Expired.reason_string(),
             "disconnectAfterInSeconds elapsed"

@@ -6,6 +6,8 @@
 //! - [`connection`]: one task per connection, owning its socket, from CONNACK to the end;
 //! - [`topic`]: topic names and filters, and which filter matches which topic;
 //! - [`dataplane`]: the policy hook called at each PUBLISH, SUBSCRIBE filter and delivery;
+//! - [`lifecycle`]: the `$aws/events/...` presence and subscription events, and their
+//!   per-client-id version numbers;
 //! - [`upstream`]: `--upstream host:port`, a byte bridge to an external broker instead.
 //!
 //! Not here: authentication and `iot:Connect` (done before the broker sees the connection).
@@ -19,14 +21,17 @@
 //! matching `a`). Idle memory per mTLS connection (`scripts/idle-memory.sh`, 1,000 MQTT 3.1.1
 //! connections, release build): 78.8 KiB with rumqttd behind the bridge, 26.7 KiB with this
 //! broker (RSS 88.7 MB vs 33.7 MB after they closed). After they close, the router holds
-//! nothing for them.
+//! nothing for them but the lifecycle events' `versionNumber` of their client id, for an hour
+//! and for at most [`lifecycle::OFFLINE_VERSIONS_CAP`] client ids.
 
 pub mod connection;
 pub mod dataplane;
+pub mod lifecycle;
 pub mod router;
 pub mod topic;
 pub mod upstream;
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -40,6 +45,31 @@ use crate::mqtt::{read_connect, MqttError, MAX_CONNECT_SIZE};
 
 /// How often expired persistent sessions are freed.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Where a connection comes from and who it is: the name of its log lines, and the `ipAddress`
+/// and `principalIdentifier` of its lifecycle events.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// Names the connection in log lines (its address, or a test's name for a pipe).
+    pub peer: String,
+    /// The client's address.
+    pub ip: Option<IpAddr>,
+    /// Who authenticated: the certificate id, the access key id, or the authorizer's
+    /// principalId. `None` on the plain broker, which authenticates nobody and publishes no
+    /// lifecycle events.
+    pub principal: Option<String>,
+}
+
+impl From<&str> for Origin {
+    /// A connection named `peer`, with its address if `peer` is one, and no principal.
+    fn from(peer: &str) -> Origin {
+        Origin {
+            peer: peer.to_string(),
+            ip: peer.parse::<SocketAddr>().ok().map(|a| a.ip()),
+            principal: None,
+        }
+    }
+}
 
 /// The embedded broker: cheap to clone, shared by every connection.
 #[derive(Clone, Default)]
@@ -65,18 +95,18 @@ impl Broker {
     }
 
     /// Serve one connection whose CONNECT was read, authenticated and authorized: send its
-    /// CONNACK, then run it until it ends. `peer` names the connection in log lines; `policy`
-    /// decides its data-plane actions.
+    /// CONNACK, then run it until it ends. `origin` names the connection in log lines and its
+    /// lifecycle events (a `&str` is its log name); `policy` decides its data-plane actions.
     pub async fn serve<S>(
         &self,
         stream: S,
         connect: crate::mqtt::Connect,
-        peer: &str,
+        origin: impl Into<Origin>,
         policy: &dyn DataPlane,
     ) where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        connection::run(&self.router, stream, connect, peer, policy).await;
+        connection::run(&self.router, stream, connect, &origin.into(), policy).await;
     }
 
     /// What the router holds now (expired sessions are freed first).
@@ -101,9 +131,12 @@ impl Broker {
                         .await;
                 match connect {
                     Ok(Ok((connect, _))) => {
-                        broker
-                            .serve(tcp, connect, &peer.to_string(), &AllowAll)
-                            .await
+                        let origin = Origin {
+                            peer: peer.to_string(),
+                            ip: Some(peer.ip()),
+                            principal: None,
+                        };
+                        broker.serve(tcp, connect, origin, &AllowAll).await
                     }
                     Ok(Err(e @ MqttError::Closed)) => log::debug!("{peer}: {e}"),
                     Ok(Err(e)) => log::info!("{peer}: no valid CONNECT: {e}"),
@@ -111,5 +144,20 @@ impl Broker {
                 }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_name_gives_its_address_when_it_is_one() {
+        let o = Origin::from("127.0.0.1:4321");
+        assert_eq!(o.ip, Some(IpAddr::from([127, 0, 0, 1])));
+        assert_eq!(o.peer, "127.0.0.1:4321");
+        assert_eq!(o.principal, None);
+        assert_eq!(Origin::from("[::1]:1").ip, "::1".parse().ok());
+        assert_eq!(Origin::from("pipe").ip, None);
     }
 }

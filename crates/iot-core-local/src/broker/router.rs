@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use super::topic;
+use super::{lifecycle, topic};
 use crate::logsafe::escaped;
 use crate::mqtt::Version;
 
@@ -40,7 +40,8 @@ pub struct Message {
     /// MQTT 5 properties to forward (never a topic alias).
     pub properties: Arc<[u8]>,
     pub qos: u8,
-    /// Who published it (for No Local).
+    /// Who published it (for No Local); empty for a message from no client (a lifecycle event),
+    /// which No Local never filters.
     pub from: Arc<str>,
 }
 
@@ -136,6 +137,8 @@ pub struct Registered {
 pub struct Router {
     inner: Mutex<Inner>,
     next: AtomicU64,
+    /// The lifecycle events' `versionNumber` of each client id.
+    pub(super) versions: lifecycle::Versions,
 }
 
 impl Router {
@@ -250,8 +253,10 @@ impl Router {
         }
     }
 
-    /// Free the sessions whose expiry has passed; returns how many.
+    /// Free the sessions whose expiry has passed, and the version numbers of client ids offline
+    /// long enough; returns how many sessions.
     pub fn sweep(&self, now: Instant) -> usize {
+        self.versions.sweep(now);
         let mut inner = self.lock();
         let expired: Vec<String> = inner
             .sessions
@@ -398,7 +403,7 @@ impl Router {
             } else {
                 for id in members {
                     let Some(o) = qos_of(id) else { continue };
-                    if o.no_local && **id == *message.from {
+                    if o.no_local && !message.from.is_empty() && **id == *message.from {
                         continue;
                     }
                     let t = targets.entry(id.as_str()).or_insert(0);
@@ -666,6 +671,40 @@ mod tests {
         assert_eq!(r.stats().queued, QUEUE_CAP);
         let got = r.take("c", reg, 5, 1000);
         assert_eq!(got.len(), 5, "at most `room` QoS 1 messages");
+    }
+
+    #[test]
+    fn no_local_never_filters_a_message_from_no_client() {
+        let r = Router::default();
+        let no_local = SubscriptionOptions {
+            qos: 1,
+            no_local: true,
+        };
+        // An empty client id exists on the plain broker (MQTT 3.1.1).
+        let regs: Vec<_> = ["publisher", ""]
+            .into_iter()
+            .map(|id| {
+                let reg = r.connect(id, Version::V311, true, 0, Arc::default());
+                assert_eq!(r.subscribe(id, reg, "t", no_local, 0), Ok(()));
+                (id, reg)
+            })
+            .collect();
+        r.publish(message("t", b"own", 1), false);
+        let mut event = message("t", b"event", 1);
+        Arc::get_mut(&mut event).expect("unshared").from = "".into();
+        r.publish(event, false);
+        let got = |(id, reg)| -> Vec<Vec<u8>> {
+            r.take(id, reg, 10, 10)
+                .iter()
+                .map(|q| q.message.payload.to_vec())
+                .collect()
+        };
+        assert_eq!(
+            got(regs[0]),
+            [b"event".to_vec()],
+            "its own is not delivered"
+        );
+        assert_eq!(got(regs[1]), [b"own".to_vec(), b"event".to_vec()]);
     }
 
     #[test]
