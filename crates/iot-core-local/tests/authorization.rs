@@ -445,7 +445,56 @@ fn live_account(name: &str) -> std::path::PathBuf {
             config.authorizers.push(a);
         }
     });
+    // The device certificate watches the presence events.
+    with_device_policy(
+        &dir,
+        &format!(
+            r#"{{"Version":"2012-10-17","Statement":[
+            {{"Effect":"Allow","Action":"iot:Connect","Resource":"{ARN}:client/test-watcher"}},
+            {{"Effect":"Allow","Action":"iot:Subscribe","Resource":"{ARN}:topicfilter/$aws/events/presence/disconnected/+"}},
+            {{"Effect":"Allow","Action":"iot:Receive","Resource":"{ARN}:topic/$aws/events/presence/disconnected/*"}}]}}"#
+        ),
+    );
     dir
+}
+
+/// An mTLS client subscribed to every presence disconnected event.
+async fn disconnect_watcher(ep: &mut Endpoint) -> Raw {
+    let mut raw = Raw::open(device(ep), V::V5).await;
+    assert_eq!(raw.connect("test-watcher", None, None).await.0, 0);
+    assert!(ep.decision().await.allowed);
+    assert_eq!(
+        raw.subscribe("$aws/events/presence/disconnected/+").await,
+        1
+    );
+    raw
+}
+
+/// The next disconnected events: client id -> (disconnectReason, clientInitiatedDisconnect).
+async fn disconnect_reasons(
+    watcher: &mut Raw,
+    n: usize,
+) -> std::collections::BTreeMap<String, (String, bool)> {
+    let mut seen = std::collections::BTreeMap::new();
+    while seen.len() < n {
+        let Some(Packet::Publish(p)) = watcher.next().await else {
+            panic!("expected a disconnected event")
+        };
+        let event: serde_json::Value = serde_json::from_slice(&p.payload).expect("JSON");
+        seen.insert(
+            event["clientId"].as_str().expect("clientId").to_string(),
+            (
+                event["disconnectReason"]
+                    .as_str()
+                    .expect("disconnectReason")
+                    .to_string(),
+                event["clientInitiatedDisconnect"]
+                    .as_bool()
+                    .expect("clientInitiatedDisconnect"),
+            ),
+        );
+    }
+    seen
 }
 
 /// One authorizer second lasts 2 ms: refreshAfterInSeconds 300 elapses after 0.6 s.
@@ -483,6 +532,7 @@ async fn disconnected(raw: &mut Raw) -> (u8, Option<String>) {
 async fn a_refresh_replaces_the_policies_and_a_denying_refresh_closes_the_connection() {
     let dir = live_account("refresh");
     let mut ep = live_endpoint(&dir).await;
+    let mut watcher = disconnect_watcher(&mut ep).await;
     let user = username("live-authorizer");
     let mut v5 = Raw::open(custom(&ep), V::V5).await;
     assert_eq!(v5.connect("test-live5", Some(&user), None).await.0, 0);
@@ -519,12 +569,22 @@ async fn a_refresh_replaces_the_policies_and_a_denying_refresh_closes_the_connec
         )
     );
     assert!(v311.next().await.is_none(), "3.1.1: closed, nothing sent");
+    let auth_error = ("AUTH_ERROR".to_string(), false);
+    assert_eq!(
+        disconnect_reasons(&mut watcher, 2).await,
+        [
+            ("test-live3".to_string(), auth_error.clone()),
+            ("test-live5".to_string(), auth_error)
+        ]
+        .into()
+    );
 }
 
 #[tokio::test]
 async fn disconnect_after_in_seconds_closes_the_connection() {
     let dir = live_account("ttl");
     let mut ep = live_endpoint(&dir).await;
+    let mut watcher = disconnect_watcher(&mut ep).await;
     let user = username("ttl-authorizer");
     let mut v5 = Raw::open(custom(&ep), V::V5).await;
     assert_eq!(v5.connect("test-ttl5", Some(&user), None).await.0, 0);
@@ -537,4 +597,13 @@ async fn disconnect_after_in_seconds_closes_the_connection() {
         (0x87, Some("disconnectAfterInSeconds elapsed".into()))
     );
     assert!(v311.next().await.is_none(), "3.1.1: closed, nothing sent");
+    let expired = ("CUSTOMAUTH_TTL_EXPIRATION".to_string(), false);
+    assert_eq!(
+        disconnect_reasons(&mut watcher, 2).await,
+        [
+            ("test-ttl3".to_string(), expired.clone()),
+            ("test-ttl5".to_string(), expired)
+        ]
+        .into()
+    );
 }
