@@ -13,9 +13,11 @@ use rustls::pki_types::CertificateDer;
 
 use crate::config::{AccessKey, Config};
 use crate::custom_auth::{self, Denial as AuthorizerDenial, EventInput};
+use crate::mqtt::connect::ASSIGNED_ID_PREFIX;
 use crate::mqtt::Connect;
 use crate::mtls::Registry;
-use crate::policy::{Action, ConnectAttributes, Facts, PolicySet};
+use crate::policy::{Action, ConnectAttributes, Facts, PolicySet, Thing};
+use crate::renewal::Renewal;
 use crate::tls::Route;
 use crate::websocket::Upgrade;
 use crate::x509::certificate_names;
@@ -41,6 +43,18 @@ pub struct Context<'a> {
     pub sigv4_key: Option<&'a AccessKey>,
 }
 
+/// Who authenticated, and what decides their actions.
+struct Authenticated {
+    /// As logged.
+    principal: String,
+    /// See [`Outcome::Allowed`].
+    principal_id: String,
+    documents: Vec<String>,
+    /// The things the certificate is attached to (mTLS only).
+    things: Vec<String>,
+    renewal: Option<Renewal>,
+}
+
 /// The outcome of one CONNECT.
 #[derive(Clone, Debug)]
 pub enum Outcome {
@@ -52,6 +66,8 @@ pub enum Outcome {
         principal_id: String,
         policies: PolicySet,
         facts: Box<Facts>,
+        /// A custom authorizer's connection: how to ask it again while the connection is up.
+        renewal: Option<Box<Renewal>>,
     },
     Denied {
         code: u8,
@@ -71,7 +87,13 @@ impl Authenticator {
     pub async fn decide(&self, ctx: &Context<'_>, connect: &Connect) -> Outcome {
         let id = &connect.client_id;
         if id.is_empty() {
-            return denied(reason::CLIENT_ID_NOT_VALID, "the client id is empty".into());
+            // MQTT 5 ids are assigned before this step (`Connect::assign_client_id`).
+            return denied(
+                reason::CLIENT_ID_NOT_VALID,
+                "the client id is empty (MQTT 3.1.1: identifier rejected; only MQTT 5 gets an \
+                 assigned $GEN/ id)"
+                    .into(),
+            );
         }
         if id.len() > 128 {
             return denied(
@@ -79,14 +101,20 @@ impl Authenticator {
                 format!("the client id is {} bytes, more than 128", id.len()),
             );
         }
-        if id.starts_with("$GEN/") {
+        if id.starts_with(ASSIGNED_ID_PREFIX) && !connect.assigned_client_id {
             return denied(
                 reason::CLIENT_ID_NOT_VALID,
                 "the client id starts with $GEN/".into(),
             );
         }
 
-        let (principal, principal_id, documents) = match self.authenticate(ctx, connect).await {
+        let Authenticated {
+            principal,
+            principal_id,
+            documents,
+            things,
+            renewal,
+        } = match self.authenticate(ctx, connect).await {
             Ok(found) => found,
             Err((code, reason)) => return denied(code, reason),
         };
@@ -106,7 +134,7 @@ impl Authenticator {
                     .and_then(|leaf| certificate_names(leaf)),
                 _ => None,
             },
-            thing: None,
+            thing: attached_thing(&self.config, &things, id),
             connect: ConnectAttributes {
                 persistent: persistent_session(connect),
                 last_will_topic: connect.will.as_ref().map(|w| w.topic.clone()),
@@ -119,38 +147,42 @@ impl Authenticator {
                 principal_id,
                 policies,
                 facts: Box::new(facts),
+                renewal: renewal.map(Box::new),
             }
         } else {
             denied(reason::NOT_AUTHORIZED, format!("{principal}: {verdict}"))
         }
     }
 
-    /// Who is connecting (as logged, and its principal id), and the policy documents that apply
-    /// to them.
+    /// Who is connecting, and what applies to them.
     async fn authenticate(
         &self,
         ctx: &Context<'_>,
         connect: &Connect,
-    ) -> Result<(String, String, Vec<String>), (u8, String)> {
+    ) -> Result<Authenticated, (u8, String)> {
         match ctx.route {
             Route::Mtls => {
                 let identity = self
                     .registry
                     .authenticate(ctx.peer_certs)
                     .map_err(|e| (reason::NOT_AUTHORIZED, e.to_string()))?;
-                Ok((
-                    identity.principal,
-                    identity.certificate_id,
-                    self.documents(&identity.policies),
-                ))
+                Ok(Authenticated {
+                    principal: identity.principal,
+                    principal_id: identity.certificate_id,
+                    documents: self.documents(&identity.policies),
+                    things: identity.things,
+                    renewal: None,
+                })
             }
             Route::WebSocket if ctx.sigv4_key.is_some() => {
                 let key = ctx.sigv4_key.expect("checked above");
-                Ok((
-                    format!("access key {}", key.access_key_id),
-                    key.access_key_id.clone(),
-                    self.documents(&key.policies),
-                ))
+                Ok(Authenticated {
+                    principal: format!("access key {}", key.access_key_id),
+                    principal_id: key.access_key_id.clone(),
+                    documents: self.documents(&key.policies),
+                    things: Vec::new(),
+                    renewal: None,
+                })
             }
             Route::CustomAuth | Route::WebSocket => self.custom_auth(ctx, connect).await,
         }
@@ -160,8 +192,13 @@ impl Authenticator {
         &self,
         ctx: &Context<'_>,
         connect: &Connect,
-    ) -> Result<(String, String, Vec<String>), (u8, String)> {
+    ) -> Result<Authenticated, (u8, String)> {
         let not_authorized = |d: AuthorizerDenial| (reason::NOT_AUTHORIZED, d.to_string());
+        // IoT Core finds the account, so its authorizers, by the endpoint name in SNI (connection
+        // reference §1): without it, no authorizer runs.
+        let Some(server_name) = ctx.server_name else {
+            return Err(not_authorized(AuthorizerDenial::NoServerName));
+        };
         let mut presented = connect
             .username
             .as_deref()
@@ -186,11 +223,16 @@ impl Authenticator {
         let event = custom_auth::lambda_event(&EventInput {
             token: checked.token,
             signature_verified: checked.signature_verified,
-            server_name: ctx.server_name,
+            server_name: Some(server_name),
             http,
             username: connect.username.as_deref(),
             password: connect.password.as_deref(),
-            client_id: &connect.client_id,
+            // The event carries the id only when the client sent one.
+            client_id: if connect.assigned_client_id {
+                ""
+            } else {
+                &connect.client_id
+            },
         });
         let timeout = Duration::from_millis(self.config.server.authorizer_timeout_ms);
         let response = custom_auth::invoke(authorizer, &self.config.policies, &event, timeout)
@@ -205,14 +247,21 @@ impl Authenticator {
                 .to_string(),
             ));
         }
-        Ok((
-            format!(
+        Ok(Authenticated {
+            principal: format!(
                 "principal {} of authorizer {}",
                 response.principal_id, authorizer.name
             ),
-            response.principal_id,
-            response.policy_documents,
-        ))
+            principal_id: response.principal_id,
+            documents: response.policy_documents,
+            things: Vec::new(),
+            renewal: Some(Renewal {
+                authorizer: authorizer.name.clone(),
+                event,
+                refresh_after_seconds: response.refresh_after_seconds,
+                disconnect_after_seconds: response.disconnect_after_seconds,
+            }),
+        })
     }
 
     fn documents(&self, names: &[String]) -> Vec<String> {
@@ -221,6 +270,20 @@ impl Authenticator {
             .filter_map(|n| self.config.policies.get(n).cloned())
             .collect()
     }
+}
+
+/// The thing variables of a connection (data-plane reference §1.3): the thing attached to the
+/// certificate whose name is the client id (attachments are non-exclusive), if any.
+fn attached_thing(config: &Config, attached: &[String], client_id: &str) -> Option<Thing> {
+    if !attached.iter().any(|t| t == client_id) {
+        return None;
+    }
+    let thing = config.thing(client_id)?;
+    Some(Thing {
+        name: thing.name.clone(),
+        type_name: thing.thing_type.clone(),
+        attributes: thing.attributes.clone(),
+    })
 }
 
 /// `iot:ConnectAttributes` `PersistentConnect`: 3.1.1 without clean session, or MQTT 5 without
@@ -246,6 +309,7 @@ mod tests {
         Connect {
             version,
             client_id: "c".into(),
+            assigned_client_id: false,
             username: None,
             password: None,
             keep_alive: 30,
@@ -256,6 +320,60 @@ mod tests {
                 ..ConnectProperties::default()
             },
         }
+    }
+
+    #[test]
+    fn a_thing_is_the_connections_only_when_attached_and_named_by_the_client_id() {
+        let mut config: Config = toml::from_str(
+            r#"
+            region = "us-east-1"
+            account_id = "123456789012"
+            endpoint = "localhost"
+            [server]
+            bind = "127.0.0.1"
+            port_443 = 0
+            port_8883 = 0
+            certificate = "server.pem"
+            private_key = "server.key"
+            ca_certificate = "server-ca.pem"
+            [[thing]]
+            name = "lamp"
+            thing_type = "light"
+            attributes = { room = "kitchen" }
+            [[thing]]
+            name = "fan"
+            "#,
+        )
+        .expect("account");
+        let attached = ["lamp".to_string(), "fan".to_string()];
+        assert_eq!(
+            attached_thing(&config, &attached, "lamp"),
+            Some(Thing {
+                name: "lamp".into(),
+                type_name: Some("light".into()),
+                attributes: [("room".to_string(), "kitchen".to_string())].into(),
+            })
+        );
+        assert_eq!(
+            attached_thing(&config, &attached, "fan"),
+            Some(Thing {
+                name: "fan".into(),
+                ..Thing::default()
+            })
+        );
+        assert_eq!(
+            attached_thing(&config, &attached, "test-1"),
+            None,
+            "another client id"
+        );
+        assert_eq!(attached_thing(&config, &attached, "Lamp"), None, "case");
+        assert_eq!(
+            attached_thing(&config, &attached[1..], "lamp"),
+            None,
+            "a thing not attached to this certificate"
+        );
+        config.things.clear();
+        assert_eq!(attached_thing(&config, &attached, "lamp"), None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The local "account": one human-readable TOML file, `iot-core-local.toml`, describing the
-//! region, the server certificate, registered CAs and device certificates, SigV4 access keys,
-//! custom authorizers and IoT policies. Paths in it are relative to the file's folder.
+//! region, the server certificate, registered CAs and device certificates (with the things they
+//! are attached to), things, SigV4 access keys, custom authorizers and IoT policies. Paths in it
+//! are relative to the file's folder.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,6 +36,14 @@ pub enum ConfigError {
         policy: String,
         problem: crate::policy::DocumentError,
     },
+    #[error(
+        "certificate '{certificate}' is attached to thing '{thing}', which is not a [[thing]]"
+    )]
+    UnknownThing { certificate: String, thing: String },
+    #[error("thing '{0}' is declared twice")]
+    DuplicateThing(String),
+    #[error("thing name '{0}' is not valid: 1 to 128 characters from a-z A-Z 0-9 : _ - (as AWS IoT requires)")]
+    InvalidThingName(String),
     #[error("cannot write the account as TOML: {0}")]
     Serialize(#[from] toml::ser::Error),
 }
@@ -58,6 +67,9 @@ pub struct Config {
     pub ca_certificates: Vec<CaCertificate>,
     #[serde(default, rename = "certificate")]
     pub certificates: Vec<Certificate>,
+    /// The thing registry; a certificate's `things` attaches it to some of them.
+    #[serde(default, rename = "thing")]
+    pub things: Vec<Thing>,
     #[serde(default, rename = "credentials")]
     pub credentials: Vec<AccessKey>,
     #[serde(default, rename = "authorizer")]
@@ -128,7 +140,7 @@ pub struct CaCertificate {
     pub auto_register_policies: Vec<String>,
 }
 
-/// A registered device certificate with its attached policies.
+/// A registered device certificate with its attached policies and things.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Certificate {
@@ -137,6 +149,30 @@ pub struct Certificate {
     pub status: Status,
     #[serde(default)]
     pub policies: Vec<String>,
+    /// Names of the `[[thing]]`s this certificate is attached to (`attach-thing-principal`,
+    /// non-exclusive): a connection whose client id is one of them has that thing's
+    /// `iot:Connection.Thing.*` policy variables.
+    #[serde(default)]
+    pub things: Vec<String>,
+}
+
+/// A thing of the registry: its name, thing type and attributes, as `create-thing` sets them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Thing {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thing_type: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// AWS IoT's thing name rule: `[a-zA-Z0-9:_-]+`, at most 128 characters.
+fn is_thing_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'-'))
 }
 
 /// SigV4 credentials; a temporary key has a session token.
@@ -279,6 +315,7 @@ impl Config {
                 policy: policy.clone(),
             });
         }
+        self.check_things()?;
         let defaults: Vec<String> = self
             .authorizers
             .iter()
@@ -304,6 +341,33 @@ impl Config {
             })?;
         }
         Ok(())
+    }
+
+    /// Thing names are valid and unique, and every certificate's things exist.
+    fn check_things(&self) -> Result<(), ConfigError> {
+        let mut seen = std::collections::BTreeSet::new();
+        for t in &self.things {
+            if !is_thing_name(&t.name) {
+                return Err(ConfigError::InvalidThingName(t.name.clone()));
+            }
+            if !seen.insert(t.name.as_str()) {
+                return Err(ConfigError::DuplicateThing(t.name.clone()));
+            }
+        }
+        for c in &self.certificates {
+            if let Some(thing) = c.things.iter().find(|t| !seen.contains(t.as_str())) {
+                return Err(ConfigError::UnknownThing {
+                    certificate: c.id.clone(),
+                    thing: thing.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The thing named `name`, if the registry has it.
+    pub fn thing(&self, name: &str) -> Option<&Thing> {
+        self.things.iter().find(|t| t.name == name)
     }
 
     /// Serialize to TOML (used by `init`).
@@ -374,6 +438,12 @@ mod tests {
                 certificate: "device.pem".into(),
                 status: Status::Active,
                 policies: vec!["p".into()],
+                things: vec!["lamp".into()],
+            }],
+            things: vec![Thing {
+                name: "lamp".into(),
+                thing_type: Some("light".into()),
+                attributes: BTreeMap::from([("room".to_string(), "kitchen".to_string())]),
             }],
             credentials: vec![AccessKey {
                 access_key_id: "AKIAEXAMPLE".into(),
@@ -429,6 +499,56 @@ mod tests {
                 format!("{owner} names policy 'missing', which is not under [policies]")
             );
         }
+    }
+
+    #[test]
+    fn things_round_trip_and_check_refuses_unknown_duplicate_and_invalid_ones() {
+        let config = valid();
+        let text = config.to_toml().expect("serializes");
+        assert!(
+            text.contains("[[thing]]\nname = \"lamp\"\nthing_type = \"light\"\n"),
+            "{text}"
+        );
+        let back: Config = toml::from_str(&text).expect("parses back");
+        assert_eq!(back.things, config.things);
+        assert_eq!(back.certificates[0].things, ["lamp"]);
+        assert_eq!(
+            back.thing("lamp").map(|t| &t.attributes["room"]),
+            Some(&"kitchen".to_string())
+        );
+        assert_eq!(back.thing("Lamp"), None, "names are case-sensitive");
+
+        let mut unknown = valid();
+        unknown.certificates[0].things.push("fan".into());
+        let err = unknown.check().expect_err("unknown thing");
+        assert!(
+            matches!(&err, ConfigError::UnknownThing { certificate, thing } if certificate == "test-device" && thing == "fan"),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "certificate 'test-device' is attached to thing 'fan', which is not a [[thing]]"
+        );
+
+        let mut twice = valid();
+        twice.things.push(twice.things[0].clone());
+        let err = twice.check().expect_err("duplicate");
+        assert_eq!(err.to_string(), "thing 'lamp' is declared twice");
+
+        for bad in ["", "has space", "a/b", "$GEN", &"x".repeat(129)] {
+            let mut invalid = valid();
+            invalid.things[0].name = bad.to_string();
+            invalid.certificates[0].things.clear();
+            let err = invalid.check().expect_err(bad);
+            assert!(
+                matches!(&err, ConfigError::InvalidThingName(n) if n == bad),
+                "{bad}: {err:?}"
+            );
+        }
+        let mut fine = valid();
+        fine.things[0].name = "Lamp_1:kitchen-2".into();
+        fine.certificates[0].things = vec!["Lamp_1:kitchen-2".into()];
+        fine.check().expect("a valid thing name");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 
 use crate::config::{
     AccessKey, Authorizer, CaCertificate, Certificate, Config, Function, Rule, ServerConfig,
-    Status, FILE_NAME,
+    Status, Thing, FILE_NAME,
 };
 
 /// What `init` creates, by file name (all in the account folder).
@@ -181,6 +181,12 @@ pub fn init(opts: &InitOptions) -> Result<Config, InitError> {
             certificate: files::DEVICE_CERT.into(),
             status: Status::Active,
             policies: vec!["device-connect".into()],
+            things: vec!["test-device".into()],
+        }],
+        things: vec![Thing {
+            name: "test-device".into(),
+            thing_type: None,
+            attributes: BTreeMap::new(),
         }],
         credentials: vec![long_term, temporary],
         authorizers: vec![

@@ -10,7 +10,8 @@
 //! - [`mqtt`]: the MQTT 3.1.1 and 5 codec: CONNECT, the CONNACKs, every packet after it;
 //! - [`auth`]: authentication ([`mtls`] registry, SigV4 key, [`custom_auth`] authorizers) and
 //!   authorization ([`policy`], `iot:Connect` on `client/<clientId>`; [`x509`] reads the
-//!   certificate names its variables use);
+//!   certificate names its variables use); [`renewal`] asks a custom authorizer again while
+//!   its connection is up;
 //! - [`broker`]: the MQTT broker, in process, with IoT Core's semantics (QoS 0/1, retained on
 //!   the exact filter only, `a/#` not matching `a`, takeover, sessions up to 1 h), and a policy
 //!   check at every PUBLISH, SUBSCRIBE and delivery against the same policies; or `--upstream`,
@@ -23,8 +24,7 @@
 //! each against the other, can catch a mistake in either. Do not make one call the other.
 //!
 //! Not for: production use, policies beyond what [`policy`] evaluates (a document using anything
-//! else is refused, not partly applied; things attached to certificates are not modelled yet), or
-//! anything other than loopback by default.
+//! else is refused, not partly applied), or anything other than loopback by default.
 
 #![forbid(unsafe_code)]
 
@@ -37,6 +37,7 @@ pub mod logsafe;
 pub mod mqtt;
 pub mod mtls;
 pub mod policy;
+pub mod renewal;
 pub mod server;
 pub mod sigv4;
 pub mod tls;

@@ -155,6 +155,7 @@ fn main() -> ExitCode {
                 step_deadline: Some(std::time::Duration::from_secs(step_timeout)),
                 max_pending: max_pending.and_then(|n| usize::try_from(n).ok()),
                 publish_quota: Some(publish_quota),
+                ..ServeOptions::default()
             };
             serve(dir, opts)
         }

@@ -26,6 +26,7 @@ struct RegisteredCert {
     der: CertificateDer<'static>,
     status: Status,
     policies: Vec<String>,
+    things: Vec<String>,
 }
 
 /// The certificates and CAs of the account.
@@ -34,13 +35,14 @@ pub struct Registry {
     certs: Vec<RegisteredCert>,
 }
 
-/// Who the certificate is and which policies apply.
+/// Who the certificate is, which policies apply, and which things it is attached to.
 #[derive(Debug, PartialEq, Eq)]
 pub struct CertIdentity {
     pub principal: String,
     /// The certificate id IoT Core would give it: the SHA-256 of its DER, 64 hex digits.
     pub certificate_id: String,
     pub policies: Vec<String>,
+    pub things: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -83,6 +85,7 @@ impl Registry {
                 der: first_cert(&dir.join(&c.certificate))?,
                 status: c.status,
                 policies: c.policies.clone(),
+                things: c.things.clone(),
             });
         }
         Ok(Registry { cas, certs })
@@ -117,6 +120,7 @@ impl Registry {
                     principal: format!("certificate {} ({})", reg.id, short(&fingerprint)),
                     certificate_id: fingerprint.clone(),
                     policies: reg.policies.clone(),
+                    things: reg.things.clone(),
                 }),
                 Status::Inactive => Err(CertDenial::Inactive(reg.id.clone())),
             };
@@ -130,6 +134,7 @@ impl Registry {
                 ),
                 certificate_id: fingerprint.clone(),
                 policies: ca.auto_register_policies.clone(),
+                things: Vec::new(),
             }),
             Some(ca) => Err(CertDenial::NotRegistered {
                 fingerprint,
@@ -233,6 +238,7 @@ mod tests {
             der: der.clone(),
             status,
             policies: vec!["device-connect".into()],
+            things: vec!["lamp".into()],
         }
     }
 
@@ -255,6 +261,7 @@ mod tests {
                 principal: format!("certificate dev ({})", &fp[..12]),
                 certificate_id: fp.clone(),
                 policies: vec!["device-connect".into()],
+                things: vec!["lamp".into()],
             })
         );
     }
@@ -333,6 +340,7 @@ mod tests {
                 principal: format!("certificate {} auto-registered by CA ca", &fp[..12]),
                 certificate_id: fp.clone(),
                 policies: vec!["jitp-connect".into()],
+                things: Vec::new(),
             })
         );
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{timeout, Instant};
 
-use super::dataplane::{Action, DataPlane, Denied};
+use super::dataplane::{Action, DataPlane, Denied, RevokeCause, Revoked};
 use super::lifecycle::{DisconnectReason, Event, Events};
 use super::quota::PublishQuota;
 use super::reserved;
@@ -103,6 +103,9 @@ enum End {
         why: String,
         cause: DisconnectReason,
     },
+    /// The connection's authorization ended (a custom authorizer's refresh or
+    /// disconnectAfterInSeconds): MQTT 5 DISCONNECT 0x87 with the cause's reason string.
+    Revoked(Revoked),
 }
 
 impl End {
@@ -115,6 +118,10 @@ impl End {
             End::TakenOver => DisconnectReason::DuplicateClientid,
             End::KeepAlive => DisconnectReason::MqttKeepAliveTimeout,
             End::Close { cause, .. } => *cause,
+            End::Revoked(r) => match r.cause {
+                RevokeCause::RefreshFailed => DisconnectReason::AuthError,
+                RevokeCause::Expired => DisconnectReason::CustomauthTtlExpiration,
+            },
         }
     }
 }
@@ -147,7 +154,7 @@ pub(super) async fn run<S>(
     router: &Router,
     settings: Settings,
     mut stream: S,
-    connect: Connect,
+    mut connect: Connect,
     origin: &Origin,
     policy: &dyn DataPlane,
 ) where
@@ -199,9 +206,12 @@ pub(super) async fn run<S>(
         return;
     }
 
-    let assigned =
-        (v5 && connect.client_id.is_empty()).then(|| format!("$GEN/{}", uuid::Uuid::new_v4()));
-    let client_id: Arc<str> = assigned.as_deref().unwrap_or(&connect.client_id).into();
+    // The server normally assigns it before `iot:Connect`; done here for the plain broker.
+    connect.assign_client_id();
+    let assigned = connect
+        .assigned_client_id
+        .then(|| connect.client_id.clone());
+    let client_id: Arc<str> = connect.client_id.as_str().into();
     let who = who_id(&client_id);
     let keep_alive = effective_keep_alive(connect.keep_alive);
     let expiry = match version {
@@ -330,6 +340,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
     async fn serve(&mut self) -> End {
         let link = self.link.clone();
         let mut deadline = Instant::now() + self.keep_alive;
+        let mut revoked = self.policy.revoked();
         loop {
             if let Err(end) = self.deliver().await {
                 return end;
@@ -354,6 +365,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                 _ = tokio::time::sleep_until(deadline) => return End::KeepAlive,
                 // The publish quota's next window, for held deliveries and the drops' log line.
                 _ = tokio::time::sleep_until(wake.unwrap_or(deadline)), if wake.is_some() => {}
+                r = until_revoked(&mut revoked) => return End::Revoked(r),
             }
         }
     }
@@ -899,6 +911,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                 log::info!("{}: disconnected: {why}", self.who);
                 (Some((*reason, why.as_str())), true)
             }
+            End::Revoked(r) => {
+                log::info!("{}: disconnected: {}", self.who, r.why);
+                (
+                    Some((reason::NOT_AUTHORIZED, r.cause.reason_string())),
+                    true,
+                )
+            }
         };
         if let (true, Some((code, why))) = (v5, code) {
             self.out.clear();
@@ -992,6 +1011,20 @@ fn topic_rules(topic_name: &str, retain: bool) -> Result<reserved::Publish<'_>, 
     reserved::check_publish(topic_name, retain).map_err(|e| e.to_string())
 }
 
+/// The revocation, once the data plane sends one; pending forever for a plane that has none.
+async fn until_revoked(
+    revoked: &mut Option<tokio::sync::watch::Receiver<Option<Revoked>>>,
+) -> Revoked {
+    if let Some(rx) = revoked {
+        if let Ok(r) = rx.wait_for(Option::is_some).await {
+            if let Some(r) = r.clone() {
+                return r;
+            }
+        }
+    }
+    std::future::pending().await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1029,6 +1062,20 @@ mod tests {
             (
                 close_for(R::Throttled, reason::QUOTA_EXCEEDED, "quota"),
                 R::Throttled,
+            ),
+            (
+                End::Revoked(Revoked {
+                    cause: RevokeCause::RefreshFailed,
+                    why: "refresh denied".into(),
+                }),
+                R::AuthError,
+            ),
+            (
+                End::Revoked(Revoked {
+                    cause: RevokeCause::Expired,
+                    why: "ttl".into(),
+                }),
+                R::CustomauthTtlExpiration,
             ),
         ];
         for (end, expected) in ends {

@@ -44,7 +44,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
-pub use dataplane::{Action, AllowAll, DataPlane, Denied, Policies};
+pub use dataplane::{Action, AllowAll, DataPlane, Denied, Policies, RevokeCause, Revoked};
 pub use router::Stats;
 
 use crate::mqtt::{read_connect, MqttError, MAX_CONNECT_SIZE};

@@ -37,6 +37,8 @@ pub use signing::{check_token, load_public_keys, verify_signature, CheckedToken,
 /// Why a custom-authorizer connection is refused. The Display text is what the server logs.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum Denial {
+    #[error("custom authentication needs SNI: the client's TLS ClientHello named no server (IoT Core finds the account's authorizers by the endpoint host name; connecting by IP address sends none)")]
+    NoServerName,
     #[error("no authorizer named '{0}' in this account (check x-amz-customauthorizer-name)")]
     UnknownAuthorizer(String),
     #[error("the client named no authorizer (x-amz-customauthorizer-name) and the account has no default authorizer")]

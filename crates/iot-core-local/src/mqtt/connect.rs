@@ -26,8 +26,10 @@ const CONNACK_BYTE: u8 = 0x20;
 #[derive(Clone, PartialEq, Eq)]
 pub struct Connect {
     pub version: Version,
-    /// May be empty (the client asks the server to assign one).
+    /// May be empty (the client asks the server to assign one); see [`Connect::assign_client_id`].
     pub client_id: String,
+    /// `client_id` was assigned by the server, not sent by the client: CONNACK returns it.
+    pub assigned_client_id: bool,
     /// Raw username, custom-authorizer query string included.
     pub username: Option<String>,
     /// Binary password, as sent.
@@ -84,6 +86,21 @@ impl Default for ConnectProperties {
     }
 }
 
+/// What IoT Core calls a server-assigned client id: `$GEN/` and a UUID v4.
+pub const ASSIGNED_ID_PREFIX: &str = "$GEN/";
+
+impl Connect {
+    /// An MQTT 5 CONNECT with an empty client id gets `$GEN/<uuid v4>`, as IoT Core assigns it
+    /// (data-plane reference §3.6); `iot:Connect` is then evaluated on that id. Does nothing to
+    /// a non-empty id, to MQTT 3.1.1 (refused instead), or when already assigned.
+    pub fn assign_client_id(&mut self) {
+        if self.version == Version::V5 && self.client_id.is_empty() {
+            self.client_id = format!("{ASSIGNED_ID_PREFIX}{}", uuid::Uuid::new_v4());
+            self.assigned_client_id = true;
+        }
+    }
+}
+
 impl fmt::Debug for Connect {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // A custom-auth username carries the token and its signature after the last '?'.
@@ -94,6 +111,7 @@ impl fmt::Debug for Connect {
         f.debug_struct("Connect")
             .field("version", &self.version)
             .field("client_id", &self.client_id)
+            .field("assigned_client_id", &self.assigned_client_id)
             .field("username", &username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("keep_alive", &self.keep_alive)
@@ -308,6 +326,7 @@ fn parse_body(body: &[u8]) -> Result<Connect, MqttError> {
     Ok(Connect {
         version,
         client_id,
+        assigned_client_id: false,
         username,
         password,
         keep_alive,
@@ -420,6 +439,7 @@ mod tests {
             Connect {
                 version: Version::V311,
                 client_id: "sensor-1".into(),
+                assigned_client_id: false,
                 username: Some("demo-user".into()),
                 password: Some(b"demo-password".to_vec()),
                 keep_alive: 60,
@@ -466,6 +486,7 @@ mod tests {
             Connect {
                 version: Version::V5,
                 client_id: "dev-5".into(),
+                assigned_client_id: false,
                 username: Some("u?x-amz-customauthorizer-name=a".into()),
                 password: Some(vec![0x00, 0xFF, 0x10]),
                 keep_alive: 1200,
@@ -495,6 +516,45 @@ mod tests {
         assert_eq!(c.client_id, "");
         assert_eq!(c.username, None);
         assert_eq!(c.password, None);
+    }
+
+    #[test]
+    fn only_an_empty_mqtt5_client_id_is_assigned_a_gen_id() {
+        let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 0];
+        body.extend(str_field(b""));
+        let mut c = parse_connect(&packet(&body)).expect("valid v5 CONNECT");
+        assert!(!c.assigned_client_id);
+        c.assign_client_id();
+        assert!(c.assigned_client_id);
+        let uuid = c.client_id.strip_prefix("$GEN/").expect("a $GEN/ id");
+        let parsed = uuid::Uuid::parse_str(uuid).expect("a UUID");
+        assert_eq!(parsed.get_version_num(), 4);
+        assert_eq!(
+            parsed.hyphenated().to_string(),
+            uuid,
+            "lower-case, hyphenated"
+        );
+        let first = c.client_id.clone();
+        c.assign_client_id();
+        assert_eq!(c.client_id, first, "assigned once");
+
+        let mut named = c.clone();
+        named.client_id = "dev".into();
+        named.assigned_client_id = false;
+        named.assign_client_id();
+        assert_eq!(
+            (named.client_id.as_str(), named.assigned_client_id),
+            ("dev", false)
+        );
+
+        let mut v311 = named;
+        v311.version = Version::V311;
+        v311.client_id = String::new();
+        v311.assign_client_id();
+        assert_eq!(
+            (v311.client_id.as_str(), v311.assigned_client_id),
+            ("", false)
+        );
     }
 
     #[test]
@@ -651,6 +711,7 @@ mod tests {
         let c = Connect {
             version: Version::V5,
             client_id: "c".into(),
+            assigned_client_id: false,
             username: Some("dev?x-amz-customauthorizer-signature=SIGVALUE&token=TOKVALUE".into()),
             password: Some(b"hunter2".to_vec()),
             keep_alive: 30,

@@ -68,6 +68,7 @@ pub fn rich_account(name: &str) -> PathBuf {
         certificate: "inactive-device.pem".into(),
         status: Status::Inactive,
         policies: vec!["device-connect".into()],
+        things: Vec::new(),
     });
     // A self-signed certificate nobody registered.
     let key = KeyPair::generate().unwrap();
@@ -199,6 +200,16 @@ pub type Tls = tokio_rustls::client::TlsStream<TcpStream>;
 
 impl TlsClient<'_> {
     pub async fn connect(&self) -> std::io::Result<Tls> {
+        self.connect_with_sni(true).await
+    }
+
+    /// Connect as a client that sends no server name in its ClientHello (like one that dials an
+    /// IP address); the server certificate is still verified for `localhost`.
+    pub async fn connect_without_sni(&self) -> std::io::Result<Tls> {
+        self.connect_with_sni(false).await
+    }
+
+    async fn connect_with_sni(&self, sni: bool) -> std::io::Result<Tls> {
         let mut roots = rustls::RootCertStore::empty();
         for c in CertificateDer::pem_file_iter(self.endpoint.file(files::SERVER_CA)).unwrap() {
             roots.add(c.unwrap()).unwrap();
@@ -223,6 +234,7 @@ impl TlsClient<'_> {
         if let Some(alpn) = self.alpn {
             config.alpn_protocols = vec![alpn.to_vec()];
         }
+        config.enable_sni = sni;
         let addr = match self.port {
             Port::P443 => self.endpoint.running.addr_443,
             Port::P8883 => self.endpoint.running.addr_8883,
