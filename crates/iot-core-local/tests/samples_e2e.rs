@@ -766,7 +766,10 @@ async fn the_samples_send_what_the_reference_says() {
 
 // ---------------------------------------------------------------------------------------------
 // Behind a proxy: every sample and mode through a real tinyproxy (common::tinyproxy), its log
-// read back to prove that the tunnel went through it.
+// read back to prove that the tunnel went through it. These tests need the tinyproxy binary,
+// which a machine with only a Rust toolchain lacks, so `cargo test --workspace` lists them as
+// ignored; `.ci/run` installs tinyproxy and runs them with `--ignored`, and without tinyproxy
+// they fail, saying how to install it.
 
 use common::tinyproxy::{Tinyproxy, TinyproxyOptions};
 
@@ -820,6 +823,7 @@ async fn through_proxy(sample: Sample, banner: &str, proxy: &Tinyproxy, port: &s
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tinyproxy; .ci/run runs it (see the README's Behind a proxy)"]
 async fn every_sample_every_mode_through_a_proxy_both_mqtt_versions() {
     let mut env = Env::new("e2e-proxy").await;
     let proxy = proxy_with_auth("e2e-proxy");
@@ -861,6 +865,7 @@ async fn every_sample_every_mode_through_a_proxy_both_mqtt_versions() {
 /// Through the proxy, the endpoint still sees its own SNI and, on a WebSocket, its own Host
 /// header: the authorizer function receives them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tinyproxy; .ci/run runs it (see the README's Behind a proxy)"]
 async fn through_a_proxy_sni_and_host_stay_the_endpoints() {
     let dir = account_with_recording_authorizer("e2e-proxy-wire");
     let mut env = Env {
@@ -903,6 +908,7 @@ async fn through_a_proxy_sni_and_host_stay_the_endpoints() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tinyproxy; .ci/run runs it (see the README's Behind a proxy)"]
 async fn proxy_credentials_right_wrong_and_missing() {
     let mut env = Env::new("e2e-proxy-auth").await;
     let proxy = proxy_with_auth("e2e-proxy-auth");
@@ -963,6 +969,7 @@ async fn proxy_credentials_right_wrong_and_missing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tinyproxy; .ci/run runs it (see the README's Behind a proxy)"]
 async fn a_proxy_that_refuses_the_port() {
     let env = Env::new("e2e-proxy-port").await;
     let proxy = Tinyproxy::start(
@@ -987,6 +994,7 @@ async fn a_proxy_that_refuses_the_port() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tinyproxy; .ci/run runs it (see the README's Behind a proxy)"]
 async fn https_proxy_from_the_environment_and_no_proxy() {
     let mut env = Env::new("e2e-proxy-env").await;
     let proxy = proxy_with_auth("e2e-proxy-env");
@@ -1062,6 +1070,7 @@ async fn an_unreachable_proxy_is_named_in_the_failure() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tinyproxy; .ci/run runs it (see the README's Behind a proxy)"]
 async fn a_proxy_that_cannot_reach_the_endpoint() {
     let env = Env::new("e2e-proxy-unreachable").await;
     let proxy = Tinyproxy::start(
