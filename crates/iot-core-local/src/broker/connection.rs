@@ -607,24 +607,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                 escaped(&topic_name),
                 escaped(rule)
             );
-            if p.qos == 1 {
-                Packet::PubAck(Ack {
-                    pkid: p.pkid,
-                    reason: reason::NORMAL,
-                    properties: Vec::new(),
-                })
-                .encode(self.version, &mut self.out);
-            }
-            return Ok(());
+        } else {
+            let message = Message {
+                topic: topic_name.into(),
+                payload: p.payload.into(),
+                properties: forwarded.into(),
+                qos: p.qos,
+                from: self.client_id.clone(),
+            };
+            self.router.publish(Arc::new(message), p.retain);
         }
-        let message = Message {
-            topic: topic_name.into(),
-            payload: p.payload.into(),
-            properties: forwarded.into(),
-            qos: p.qos,
-            from: self.client_id.clone(),
-        };
-        self.router.publish(Arc::new(message), p.retain);
         if p.qos == 1 {
             Packet::PubAck(Ack {
                 pkid: p.pkid,
