@@ -4,96 +4,16 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use common::rumqttc_clients::*;
 use common::*;
 use iot_core_local::broker::{Action, Broker, DataPlane, Denied};
 use iot_core_local::init::files;
 use iot_core_local::mqtt::packet::{Packet, Publish, SubOptions, Subscribe};
 use iot_core_local::mqtt::{frame, parse_connect, Frame, Version};
-use rumqttc::{Event, Packet as P, QoS};
-use rustls::pki_types::pem::PemObject;
+use rumqttc::{Packet as P, QoS};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-
-fn tls_config(ep: &Endpoint) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_file_iter(ep.file(files::SERVER_CA)).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let certs = rustls::pki_types::CertificateDer::pem_file_iter(ep.file(files::DEVICE_CERT))
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(ep.file(files::DEVICE_KEY)).unwrap();
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(certs, key)
-        .unwrap(),
-    )
-}
-
-/// MQTT 3.1.1 options for the device certificate on the 8883 listener.
-fn options(ep: &Endpoint, id: &str) -> rumqttc::MqttOptions {
-    let mut opts = rumqttc::MqttOptions::new(id, "localhost", ep.running.addr_8883.port());
-    opts.set_transport(rumqttc::Transport::tls_with_config(
-        rumqttc::TlsConfiguration::Rustls(tls_config(ep)),
-    ));
-    opts.set_keep_alive(Duration::from_secs(30));
-    opts
-}
-
-fn client(opts: rumqttc::MqttOptions) -> (rumqttc::AsyncClient, rumqttc::EventLoop) {
-    rumqttc::AsyncClient::new(opts, 10)
-}
-
-/// Poll until `pick` returns something, failing on a connection error or after [`TIMEOUT`].
-async fn until<T>(ev: &mut rumqttc::EventLoop, mut pick: impl FnMut(&P) -> Option<T>) -> T {
-    let wait = async {
-        loop {
-            match ev.poll().await.expect("connection") {
-                Event::Incoming(p) => {
-                    if let Some(t) = pick(&p) {
-                        return t;
-                    }
-                }
-                Event::Outgoing(_) => {}
-            }
-        }
-    };
-    tokio::time::timeout(TIMEOUT, wait)
-        .await
-        .expect("within the timeout")
-}
-
-async fn connected(ev: &mut rumqttc::EventLoop) -> rumqttc::ConnAck {
-    until(ev, |p| match p {
-        P::ConnAck(c) => Some(c.clone()),
-        _ => None,
-    })
-    .await
-}
-
-async fn suback(ev: &mut rumqttc::EventLoop) -> Vec<rumqttc::SubscribeReasonCode> {
-    until(ev, |p| match p {
-        P::SubAck(s) => Some(s.return_codes.clone()),
-        _ => None,
-    })
-    .await
-}
-
-async fn next_publish(ev: &mut rumqttc::EventLoop) -> rumqttc::Publish {
-    until(ev, |p| match p {
-        P::Publish(m) => Some(m.clone()),
-        _ => None,
-    })
-    .await
-}
 
 /// Publish with QoS 1 and wait for the PUBACK.
 async fn publish(ep: &Endpoint, id: &str, topic: &str, payload: &str, retain: bool) {
@@ -661,48 +581,6 @@ fn with_device_policy(dir: &std::path::Path, policy: &str) {
         config.to_toml().unwrap(),
     )
     .unwrap();
-}
-
-fn v5_options(ep: &Endpoint, id: &str) -> rumqttc::v5::MqttOptions {
-    let mut opts = rumqttc::v5::MqttOptions::new(id, "localhost", ep.running.addr_8883.port());
-    opts.set_transport(rumqttc::Transport::tls_with_config(
-        rumqttc::TlsConfiguration::Rustls(tls_config(ep)),
-    ));
-    opts.set_keep_alive(Duration::from_secs(30));
-    opts
-}
-
-/// Poll an MQTT 5 event loop until `pick` returns something, failing on a connection error.
-async fn until5<T>(
-    ev: &mut rumqttc::v5::EventLoop,
-    mut pick: impl FnMut(&rumqttc::v5::mqttbytes::v5::Packet) -> Option<T>,
-) -> T {
-    let wait = async {
-        loop {
-            if let rumqttc::v5::Event::Incoming(p) = ev.poll().await.expect("v5 connection") {
-                if let Some(t) = pick(&p) {
-                    return t;
-                }
-            }
-        }
-    };
-    tokio::time::timeout(TIMEOUT, wait)
-        .await
-        .expect("within the timeout")
-}
-
-/// Poll a 3.1.1 event loop until the server closes the connection.
-async fn closed(ev: &mut rumqttc::EventLoop) -> rumqttc::ConnectionError {
-    let wait = async {
-        loop {
-            if let Err(e) = ev.poll().await {
-                return e;
-            }
-        }
-    };
-    tokio::time::timeout(TIMEOUT, wait)
-        .await
-        .expect("closed within the timeout")
 }
 
 #[tokio::test]

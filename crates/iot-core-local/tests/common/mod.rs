@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::broadcast;
 
+pub mod rumqttc_clients;
 pub mod tinyproxy;
 
 pub const TIMEOUT: Duration = Duration::from_secs(10);
