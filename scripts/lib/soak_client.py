@@ -1127,25 +1127,35 @@ class Storms:
                 pass
             ended = await ack_task
             close(writer)
-            return sent, codes, ended, time.monotonic() - start
+            return cid, sent, codes, ended, time.monotonic() - start
 
         res = await asyncio.gather(*(ingest(n) for n in range(10)))
         await asyncio.sleep(1)
-        lines = self.ep.log_lines_from(log_from)
-        logged = sum(1 for line in lines
-                     if "Basic Ingest to rule soak_rule: acknowledged, not delivered" in line)
-        acked = sum(sum(c.values()) for _, c, _, _ in res)
-        not_zero = sum(n for _, c, _, _ in res for code, n in c.items() if code != 0)
-        over = sum(1 for _, c, _, life in res if sum(c.values()) > 100 * (int(life) + 2))
-        unended = sum(1 for _, _, e, _ in res if not e)
-        sent = sum(s for s, _, _, _ in res)
-        ingest_ok = acked > 0 and not_zero == 0 and over == 0 and unended == 0 and logged == acked
+        # Each accepted PUBLISH is logged; the PUBACKs of those the server read together with
+        # the DISCONNECT are not sent (it stops writing once the client has disconnected).
+        ingest_line = re.compile(r"client '([^']*)': PUBLISH on '[^']*': Basic Ingest to rule "
+                                 r"soak_rule: acknowledged, not delivered")
+        logged = {}
+        for line in self.ep.log_lines_from(log_from):
+            m = ingest_line.search(line)
+            if m:
+                logged[m.group(1)] = logged.get(m.group(1), 0) + 1
+        acked = sum(sum(c.values()) for _, _, c, _, _ in res)
+        not_zero = sum(n for _, _, c, _, _ in res for code, n in c.items() if code != 0)
+        # Accepted (logged) within 100 per 1 s window of the connection's life, and acknowledged
+        # at most once each.
+        over = sum(1 for cid, _, c, _, life in res
+                   if not sum(c.values()) <= logged.get(cid, 0) <= 100 * (int(life) + 2))
+        unended = sum(1 for _, _, _, e, _ in res if not e)
+        sent = sum(s for _, s, _, _, _ in res)
+        logged = sum(logged.values())
+        ingest_ok = acked > 0 and not_zero == 0 and over == 0 and unended == 0
         ok = all(n == per_case for _, n, _ in results[:-1]) and results[-1][1] == 20 and ingest_ok
         parts = [f"{name}: {n} as told" + (f" (first other: {w[0]})" if w else "")
                  for name, n, w in results]
-        parts.append(f"Basic Ingest 10 x 5 s: {sent} sent, {acked} PUBACKs ({not_zero} not 0x00, "
-                     f"{over} connections over 100/s), {logged} log lines, {unended} not closed "
-                     "after DISCONNECT")
+        parts.append(f"Basic Ingest 10 x 5 s: {sent} sent, {logged} accepted (log lines), "
+                     f"{acked} PUBACKs ({not_zero} not 0x00), {over} connections over 100/s or "
+                     f"acked more than accepted, {unended} not closed after DISCONNECT")
         return ok, "; ".join(parts), []
 
     # Finding 7: descriptor exhaustion, against a separate endpoint under ulimit -n 1024
@@ -1230,9 +1240,6 @@ async def health(ep, acct):
 async def soak(args):
     raise_nofile()
     account = Account(args.account)
-    main_log = os.path.join(args.work, "soak-serve.log")
-    ep = Endpoint(args.bin, args.account, main_log).start()
-    storms = Storms(ep, account)
     plan = [
         ("1 churn, shared ids", "churn"),
         ("2 distinct ids 3x3000", "distinct_ids"),
@@ -1245,13 +1252,20 @@ async def soak(args):
         ("9 keep-alive 0", "keep_alive_zero"),
         ("10 pipelined ws frame", "pipelined_ws"),
         ("11 second CONNECT", "second_connect"),
+    ]
+    # Issue 9's storms run on an endpoint of their own, started fresh: after the burst of 2000
+    # the heap keeps ~15 MB it freed, which would hide the growth their RSS bounds look for.
+    # The version cap goes first, so that the event flood's churn finds the versionNumber map
+    # full and its halves compare queues, not a map filling up.
+    dataplane = [
+        ("14 ids past the version cap", "version_cap"),
         ("12 event flood, stalled watchers", "event_flood"),
         ("13 publish flood, 50 clients", "publish_flood"),
-        ("14 ids past the version cap", "version_cap"),
         ("15 reserved topics, limits", "reserved_abuse"),
     ]
     if args.only:
         plan = [(n, m) for n, m in plan if args.only in n]
+        dataplane = [(n, m) for n, m in dataplane if args.only in n]
     rows, failures = [], []
     peak_limits = {"3 ws fragment flood": 200.0, "5 authorizer 200 MiB": 200.0,
                    "12 event flood, stalled watchers": 200.0,
@@ -1296,20 +1310,32 @@ async def soak(args):
         print(f"  {name}: {'ok' if ok else 'FAILED'}; health {htext}", flush=True)
         return hok
 
-    print(f"endpoint pid {ep.pid}, ports {ep.port443}/{ep.port8883}, log {main_log}", flush=True)
-    logs = [main_log]
-    for name, method in plan:
-        if not await run(name, getattr(storms, method), ep):
-            # A broken endpoint would fail every storm after this one: measure those on a fresh
-            # one, and say so.
-            ep.stop()
-            main_log = os.path.join(args.work, f"soak-serve-{len(logs)}.log")
-            logs.append(main_log)
-            ep = Endpoint(args.bin, args.account, main_log).start()
-            storms = Storms(ep, account)
-            print(f"  endpoint restarted after '{name}': pid {ep.pid}, log {main_log}", flush=True)
-            rows[-1] = rows[-1][:2] + (rows[-1][2] + "; endpoint restarted after it",) + rows[-1][3:]
-    ep.stop()
+    logs = []
+
+    async def run_plan(storm_plan, log_name):
+        if not storm_plan:
+            return
+        log = os.path.join(args.work, log_name)
+        logs.append(log)
+        ep = Endpoint(args.bin, args.account, log).start()
+        storms = Storms(ep, account)
+        print(f"endpoint pid {ep.pid}, ports {ep.port443}/{ep.port8883}, log {log}", flush=True)
+        for name, method in storm_plan:
+            if not await run(name, getattr(storms, method), ep):
+                # A broken endpoint would fail every storm after this one: measure those on a
+                # fresh one, and say so.
+                ep.stop()
+                log = os.path.join(args.work, f"soak-serve-{len(logs)}.log")
+                logs.append(log)
+                ep = Endpoint(args.bin, args.account, log).start()
+                storms = Storms(ep, account)
+                print(f"  endpoint restarted after '{name}': pid {ep.pid}, log {log}", flush=True)
+                rows[-1] = (rows[-1][:2] + (rows[-1][2] + "; endpoint restarted after it",)
+                            + rows[-1][3:])
+        ep.stop()
+
+    await run_plan(plan, "soak-serve.log")
+    await run_plan(dataplane, "soak-serve-dataplane.log")
 
     fd_log = os.path.join(args.work, "soak-serve-nofile.log")
     if not args.only or args.only in "7 descriptors, ulimit 1024":
