@@ -4,7 +4,8 @@
 # valid custom-auth connect, and a publish/subscribe round trip, each under 1 s). Prints RSS, descriptors and connect latency per
 # storm; exits non-zero if a health check fails, a panic is logged, RSS grows more than 3 MB
 # between rounds 1 and 3 of distinct client ids, or peak RSS passes 200 MB during the
-# WebSocket flood or the 200 MiB authorizer.
+# WebSocket flood or the 200 MiB authorizer (or during storms 12, 13 and 15, or grows more than
+# 20 MB above their start).
 #
 # Everything runs on loopback, in target/soak/ (a scratch account, the endpoint logs). The
 # client is scripts/lib/soak_client.py (Python standard library only). It starts `serve` itself,
