@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The hostile-client soak of issue 8: storms that reproduced findings 1-11 against the release
 # build of iot-core-local, in a few minutes, each followed by a health check (a valid mTLS and a
-# valid custom-auth connect, and a publish/subscribe round trip, each under 1 s). Prints RSS, descriptors and connect latency per
-# storm; exits non-zero if a health check fails, a panic is logged, RSS grows more than 3 MB
+# valid custom-auth connect, and a publish/subscribe round trip, each under 1 s). Prints RSS,
+# descriptors and connect latency per storm; exits non-zero if a health check fails, a panic is logged, RSS grows more than 3 MB
 # between rounds 1 and 3 of distinct client ids, or peak RSS passes 200 MB during the
 # WebSocket flood or the 200 MiB authorizer (or during storms 12, 13 and 15, or grows more than
 # 20 MB above their start).
@@ -56,7 +56,8 @@ awk -v line="soak-dataplane = '$dataplane'" '{ print } /^\[policies\]$/ { print 
   "$toml" >"$toml.new"
 sed -i 's/^policies = \["device-connect"\]$/policies = ["device-connect", "soak-dataplane"]/' \
   "$toml.new"
-grep -q '^soak-dataplane = ' "$toml.new" && grep -q '"device-connect", "soak-dataplane"' "$toml.new" \
+grep -q '^soak-dataplane = ' "$toml.new" \
+  && grep -q '"device-connect", "soak-dataplane"' "$toml.new" \
   || { echo "soak.sh: could not add the soak-dataplane policy to $toml"; exit 2; }
 mv "$toml.new" "$toml"
 

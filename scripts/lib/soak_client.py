@@ -788,9 +788,10 @@ class Storms:
     # 120-byte client ids (a quarter also subscribe) publish ~13,500 events. Each watcher's
     # queue is capped (1000 messages), so RSS must not grow between the two halves of the
     # churn: uncapped, the second half's ~6,700 events (~0.7 kB each with such ids) would add
-    # ~4.5 MB (measured +6.1 MB with QUEUE_CAP lifted, +0.1 with it); the limit is 2 MB. Then both watchers must be closed by the keep-alive (45 s
-    # after their SUBSCRIBE), and the log must say the QoS 1 one's queue was capped and the QoS 0
-    # one's deliveries were dropped over the publish quota.
+    # ~4.5 MB (measured +6.1 MB with QUEUE_CAP lifted, +0.1 with it); the limit is 2 MB. Then
+    # both watchers must be closed by the keep-alive (45 s after their SUBSCRIBE), and the log
+    # must say the QoS 1 one's queue was capped and the QoS 0 one's deliveries were dropped over
+    # the publish quota.
     async def event_flood(self):
         churns, concurrency = 6000, 16
         log_from = self.ep.log_size()
@@ -982,8 +983,9 @@ class Storms:
     # mTLS) connect and disconnect, then two rounds of 4000 more; RSS after each. Only 10,000
     # offline client ids keep their number, so the last two rounds must not grow RSS: uncapped,
     # their 8000 ids (a 144-byte Arc<str>, a hash-map slot and a B-tree entry each, ~300 bytes)
-    # would add ~2.4 MB (measured +2.9 MB with the cap lifted, +0.3 with it); the limit is 1 MB. A probe id connected twice before the rounds
-    # (versionNumber 0 then 1) must be back at 0 after them: the cap forgot it.
+    # would add ~2.4 MB (measured +2.9 MB with the cap lifted, +0.3 with it); the limit is
+    # 1 MB. A probe id connected twice before the rounds (versionNumber 0 then 1) must be back
+    # at 0 after them: the cap forgot it.
     async def version_cap(self):
         fill, rounds, per_round, concurrency = 10_100, 2, 4000, 16
         probe = "test-soak-vn-probe"
