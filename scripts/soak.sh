@@ -2,10 +2,10 @@
 # The hostile-client soak of issue 8: storms that reproduced findings 1-11 against the release
 # build of iot-core-local, in a few minutes, each followed by a health check (a valid mTLS and a
 # valid custom-auth connect, and a publish/subscribe round trip, each under 1 s). Prints RSS,
-# descriptors and connect latency per storm; exits non-zero if a health check fails, a panic is logged, RSS grows more than 3 MB
-# between rounds 1 and 3 of distinct client ids, or peak RSS passes 200 MB during the
-# WebSocket flood or the 200 MiB authorizer (or during storms 12, 13 and 15, or grows more than
-# 20 MB above their start).
+# descriptors and connect latency per storm; exits non-zero if a health check fails, a panic is
+# logged, RSS grows more than 3 MB between rounds 1 and 3 of distinct client ids, peak RSS
+# passes 200 MB during the WebSocket flood or the 200 MiB authorizer (or during storms 12, 13
+# and 15, or grows more than 20 MB above their start), or a data-plane storm's own check fails.
 #
 # Everything runs on loopback, in target/soak/ (a scratch account, the endpoint logs). The
 # client is scripts/lib/soak_client.py (Python standard library only). It starts `serve` itself,
