@@ -4,9 +4,10 @@
 Python standard library only (asyncio + ssl), loopback only, every loop bounded in count and
 time. MQTT 3.1.1 / 5 and WebSocket frames are encoded by hand from the specifications.
 
-  soak  --bin B --account DIR --work DIR
-        runs the storms of issue 8 (findings 1-11) against `B serve`, each followed by a health
-        check, prints a table, exits 1 if a check fails.
+  soak  --bin B --account DIR --work DIR [--only TEXT]
+        runs the storms of issue 8 (findings 1-11) and the data-plane storms of issue 9 (12-15)
+        against `B serve`, each followed by a health check, prints a table and the size of the
+        endpoint's logs, exits 1 if a check fails.
   bench --port P --ca F --cert F --key F --connects N
         N sequential mTLS connects (CONNECT, CONNACK, DISCONNECT); prints the seconds taken.
   idle  --port P --ca F --cert F --key F --count N --pid PID
@@ -15,7 +16,9 @@ time. MQTT 3.1.1 / 5 and WebSocket frames are encoded by hand from the specifica
 
 import argparse
 import asyncio
+import json
 import os
+import re
 import resource
 import signal
 import ssl
@@ -69,6 +72,76 @@ def disconnect_packet(v5=True):
     return b"\xe0\x01\x00" if v5 else b"\xe0\x00"
 
 
+def publish_packet(topic, payload, qos=0, pkid=0, v5=True, retain=False):
+    body = mqtt_string(topic)
+    if qos:
+        body += pkid.to_bytes(2, "big")
+    if v5:
+        body += b"\x00"  # no properties
+    body += payload
+    first = 0x30 | (qos << 1) | (1 if retain else 0)
+    return bytes([first]) + varint(len(body)) + body
+
+
+def subscribe_packet(pkid, filters, v5=True):
+    """SUBSCRIBE of (filter, qos) pairs."""
+    body = pkid.to_bytes(2, "big") + (b"\x00" if v5 else b"")
+    for f, qos in filters:
+        body += mqtt_string(f) + bytes([qos])
+    return b"\x82" + varint(len(body)) + body
+
+
+def unsubscribe_packet(pkid, filters, v5=True):
+    body = pkid.to_bytes(2, "big") + (b"\x00" if v5 else b"")
+    for f in filters:
+        body += mqtt_string(f)
+    return b"\xa2" + varint(len(body)) + body
+
+
+def puback_packet(pkid):
+    return b"\x40\x02" + pkid.to_bytes(2, "big")
+
+
+def suback_codes(body, v5=True):
+    """The return/reason codes of a SUBACK body."""
+    rest = body[2:]
+    if v5:
+        n, i = 0, 0
+        shift = 0
+        while True:  # the properties' length
+            b = rest[i]
+            n |= (b & 0x7F) << shift
+            shift += 7
+            i += 1
+            if not b & 0x80:
+                break
+        rest = rest[i + n:]
+    return list(rest)
+
+
+def parse_publish(first, body, v5=True):
+    """(topic, qos, pkid, payload) of a PUBLISH packet."""
+    qos = (first >> 1) & 3
+    n = int.from_bytes(body[:2], "big")
+    topic = body[2:2 + n].decode(errors="replace")
+    i = 2 + n
+    pkid = 0
+    if qos:
+        pkid = int.from_bytes(body[i:i + 2], "big")
+        i += 2
+    if v5:
+        length, shift = 0, 0
+        while True:
+            b = body[i]
+            length |= (b & 0x7F) << shift
+            shift += 7
+            i += 1
+            if not b & 0x80:
+                break
+        i += length
+    return topic, qos, pkid, body[i:]
+
+
 async def read_packet(reader, timeout=STEP):
     """One MQTT packet (first byte, body), or None if the connection ends first."""
     try:
@@ -107,6 +180,66 @@ async def closed_within(reader, timeout):
     except (ConnectionError, ssl.SSLError, OSError):
         return True
     return False
+
+
+async def skip_to(reader, kind, timeout=STEP):
+    """The next packet of type `kind` (first byte & 0xF0), skipping others; None if the
+    connection ends first. Raises asyncio.TimeoutError if nothing arrives in `timeout`."""
+    while True:
+        p = await read_packet(reader, timeout)
+        if p is None or p[0] & 0xF0 == kind:
+            return p
+
+
+async def subscribe(reader, writer, filters, v5=True, pkid=1):
+    """SUBSCRIBE and the SUBACK's codes (None if the connection ended first)."""
+    writer.write(subscribe_packet(pkid, filters, v5))
+    await writer.drain()
+    p = await skip_to(reader, 0x90)
+    return None if p is None else suback_codes(p[1], v5)
+
+
+async def ends_as(reader, v5, code, timeout=5):
+    """None if the server ends the connection as IoT Core would for `code`: MQTT 3.1.1 closed
+    with nothing sent, MQTT 5 DISCONNECT `code` and then closed; otherwise what it did."""
+    try:
+        p = await read_packet(reader, timeout)
+        if v5:
+            if p is None:
+                return "closed without DISCONNECT"
+            if p[0] != 0xE0 or not p[1] or p[1][0] != code:
+                return f"packet 0x{p[0]:02X} {p[1][:1].hex()} instead of DISCONNECT 0x{code:02X}"
+            p = await read_packet(reader, timeout)
+        if p is not None:
+            return f"packet 0x{p[0]:02X} before the close"
+    except asyncio.TimeoutError:
+        return "left open"
+    return None
+
+
+QUOTA_LINE = re.compile(r"client '([^']*)': (.*): over the publish quota")
+
+
+def quota_counts(lines):
+    """From the log's publish-quota lines: (inbound PUBLISH discarded, QoS 0 deliveries
+    dropped), each a dict client id -> count."""
+    inbound, outbound = {}, {}
+    for line in lines:
+        m = QUOTA_LINE.search(line)
+        if not m:
+            continue
+        cid, what = m.group(1), m.group(2)
+        i = re.search(r"(\d+) inbound PUBLISH discarded", what)
+        o = re.search(r"(\d+) QoS 0 deliveries dropped", what)
+        if i:
+            inbound[cid] = inbound.get(cid, 0) + int(i.group(1))
+        if o:
+            outbound[cid] = outbound.get(cid, 0) + int(o.group(1))
+    return inbound, outbound
+
+
+class StormError(Exception):
+    """A storm could not set itself up (e.g. a watcher was refused)."""
 
 
 def close(writer):
@@ -285,6 +418,15 @@ class Endpoint:
     def log_lines(self):
         with open(self.log_path, errors="replace") as f:
             return f.read().splitlines()
+
+    def log_size(self):
+        return os.path.getsize(self.log_path)
+
+    def log_lines_from(self, offset):
+        """The log's lines from byte `offset` on (a storm's own lines)."""
+        with open(self.log_path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace").splitlines()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -626,6 +768,405 @@ class Storms:
         close(writer)
         return ended, f"second CONNECT: connection {'closed' if ended else 'left open'}", []
 
+    # -----------------------------------------------------------------------------------------
+    # Data-plane storms (issue 9): lifecycle events, the publish quota, the versionNumber cap,
+    # topic limits, reserved topics and Basic Ingest. The account gives the device certificate
+    # the policy `soak-dataplane` (scripts/soak.sh) for the `$aws/events/...`, `soak/flood/...`
+    # and `$aws/rules/soak_rule/...` topics.
+
+    async def held(self, client_id, v5=True, keep_alive=60):
+        """A connected mTLS client (reader, writer); raises StormError if refused."""
+        code, _, held = await mqtt_connect(self.ep.port8883, self.ctx.mtls, client_id, v5,
+                                           keep_alive=keep_alive, hold=True)
+        if held is None:
+            raise StormError(f"'{client_id}' not connected: CONNACK {code}")
+        return held
+
+    # Event flood with stalled watchers: two clients subscribe to every presence and
+    # subscription event, then never read their sockets again (one QoS 1 over MQTT 5, one QoS 0
+    # over 3.1.1, keep-alive 30 s); meanwhile 6000 connect/disconnect churns with distinct
+    # 120-byte client ids (a quarter also subscribe) publish ~13,500 events. Each watcher's
+    # queue is capped (1000 messages), so RSS must not grow between the two halves of the
+    # churn: uncapped, the second half's ~6,700 events (~0.7 kB each with such ids) would add
+    # ~4.5 MB (measured +6.1 MB with QUEUE_CAP lifted, +0.1 with it); the limit is 2 MB. Then
+    # both watchers must be closed by the keep-alive (45 s after their SUBSCRIBE), and the log
+    # must say the QoS 1 one's queue was capped and the QoS 0 one's deliveries were dropped over
+    # the publish quota.
+    async def event_flood(self):
+        churns, concurrency = 6000, 16
+        log_from = self.ep.log_size()
+        watchers = []
+        for name, qos, v5 in (("test-soak-watch-q1", 1, True), ("test-soak-watch-q0", 0, False)):
+            reader, writer = await self.held(name, v5, keep_alive=30)
+            codes = await subscribe(reader, writer, [("$aws/events/presence/#", qos),
+                                                     ("$aws/events/subscriptions/#", qos)], v5)
+            if codes != [qos, qos]:
+                raise StormError(f"{name}: SUBACK {codes}, want {[qos, qos]}")
+            watchers.append((name, reader, writer))
+        last_packet = time.monotonic()
+
+        async def churn(i):
+            cid = f"test-ev-{i:05d}-".ljust(120, "x")
+            if i % 4:
+                code, _, _ = await mqtt_connect(self.ep.port8883, self.ctx.mtls, cid, v5=False)
+                return code
+            try:
+                reader, writer = await self.held(cid, v5=False)
+            except StormError:
+                return None
+            try:
+                codes = await subscribe(reader, writer, [(f"test/{cid}/a", 1)], False)
+                writer.write(disconnect_packet(False))
+                await writer.drain()
+            except (OSError, ConnectionError, asyncio.TimeoutError):
+                codes = None
+            close(writer)
+            return 0 if codes == [1] else None
+
+        half = churns // 2
+        after, failed = [], 0
+        for h in range(2):
+            codes = await gather_bounded([churn(i) for i in range(h * half, (h + 1) * half)],
+                                         concurrency)
+            failed += sum(1 for c in codes if c != 0)
+            await asyncio.sleep(2)
+            after.append(rss_mb(self.ep.pid))
+        growth = after[1] - after[0]
+
+        # The keep-alive closes each watcher 45 s after its last packet.
+        want = {name: f"client '{name}': no packet within 1.5 x the keep-alive"
+                for name, _, _ in watchers}
+        deadline = last_packet + 45 + 15
+        while time.monotonic() < deadline:
+            lines = self.ep.log_lines_from(log_from)
+            if all(any(w in line for line in lines) for w in want.values()):
+                break
+            await asyncio.sleep(1)
+        waited = time.monotonic() - last_packet
+        for _, _, writer in watchers:
+            close(writer)
+        lines = self.ep.log_lines_from(log_from)
+        closed = [n for n, w in want.items() if any(w in line for line in lines)]
+        capped = [line for line in lines if "client 'test-soak-watch-q1'" in line
+                  and "new messages are dropped" in line]
+        dropped = quota_counts(lines)[1].get("test-soak-watch-q0", 0)
+        ok = (failed == 0 and growth <= 2.0 and len(closed) == len(watchers) and capped
+              and dropped > 0)
+        text = (f"{churns} churns with distinct 120-byte ids ({failed} failed) under 2 stalled "
+                f"watchers: RSS after each half {after[0]:.1f} / {after[1]:.1f} MB ({growth:+.1f},"
+                f" limit 2); QoS 1 watcher's queue capped: {'yes' if capped else 'NO'}; QoS 0 "
+                f"watcher: {dropped} deliveries dropped over the quota; closed by keep-alive: "
+                f"{len(closed)} of {len(watchers)} ({waited:.0f} s after their SUBSCRIBE)")
+        return ok, text, []
+
+    # Publish flood: 50 clients (MQTT 5 and 3.1.1) each write QoS 0 and QoS 1 PUBLISHes of 1 kB
+    # to soak/flood/<n> as fast as they can for 10 s, never waiting for a PUBACK; one subscriber
+    # of soak/flood/# never reads, another reads and acknowledges (quickly enough that only the
+    # quota slows it). Each publisher then DISCONNECTs and waits for the server to close, so that
+    # every PUBLISH it sent was either accepted or counted in the log's drop lines: accepted =
+    # sent - discarded must stay within 100 per 1 s window of the connection's life, as must
+    # what the reading subscriber receives.
+    async def publish_flood(self):
+        pubs, secs, payload = 50, 10.0, bytes(1024)
+        quota = 100
+        log_from = self.ep.log_size()
+        stalled_r, stalled_w = await self.held("test-soak-sub-stalled", v5=True)
+        codes = await subscribe(stalled_r, stalled_w, [("soak/flood/#", 1)], True)
+        slow_r, slow_w = await self.held("test-soak-sub-slow", v5=False)
+        codes += await subscribe(slow_r, slow_w, [("soak/flood/#", 1)], False)
+        if codes != [1, 1]:
+            raise StormError(f"subscribers' SUBACK {codes}, want [1, 1]")
+        stop = asyncio.Event()
+        slow_start = time.monotonic()
+
+        got = [0]
+
+        async def slow_reader():
+            while not stop.is_set():
+                try:
+                    p = await read_packet(slow_r, timeout=1)
+                except asyncio.TimeoutError:
+                    continue
+                if p is None:
+                    break
+                if p[0] >> 4 == 3:
+                    got[0] += 1
+                    _, qos, pkid, _ = parse_publish(p[0], p[1], v5=False)
+                    if qos:
+                        slow_w.write(puback_packet(pkid))
+                await asyncio.sleep(0.002)
+            return time.monotonic() - slow_start
+
+        slow_task = asyncio.get_running_loop().create_task(slow_reader())
+
+        async def publisher(n):
+            cid = f"test-soak-pub-{n}"
+            v5 = bool(n % 2)
+            reader, writer = await self.held(cid, v5)
+            topic = f"soak/flood/{n}"
+
+            async def acks():
+                count = 0
+                try:
+                    while True:
+                        p = await read_packet(reader, timeout=30)
+                        if p is None:
+                            return count, True
+                        if p[0] >> 4 == 4:
+                            count += 1
+                except asyncio.TimeoutError:
+                    return count, False
+
+            ack_task = asyncio.get_running_loop().create_task(acks())
+            sent, pkid = 0, 0
+            start = time.monotonic()
+            try:
+                while time.monotonic() - start < secs:
+                    batch = bytearray()
+                    for k in range(32):
+                        qos = k % 2
+                        if qos:
+                            pkid = pkid % 65535 + 1
+                        batch += publish_packet(topic, payload, qos, pkid if qos else 0, v5)
+                    writer.write(bytes(batch))
+                    await asyncio.wait_for(writer.drain(), STEP)
+                    sent += 32
+                writer.write(disconnect_packet(v5))
+                await asyncio.wait_for(writer.drain(), STEP)
+            except (OSError, ConnectionError, asyncio.TimeoutError):
+                pass
+            acked, ended = await ack_task
+            close(writer)
+            return cid, sent, acked, ended, time.monotonic() - start
+
+        res = await asyncio.gather(*(publisher(n) for n in range(pubs)))
+        # The reading subscriber goes on for 3 s with the client process no longer busy
+        # publishing: its queue (capped at 1000) still holds more than the quota lets through.
+        during = got[0]
+        await asyncio.sleep(3)
+        stop.set()
+        slow_secs = await slow_task
+        got = got[0]
+        close(stalled_w)
+        close(slow_w)
+        await asyncio.sleep(1)
+        lines = self.ep.log_lines_from(log_from)
+        inbound, _ = quota_counts(lines)
+        over, unended, total_sent, total_dropped, total_acked = [], 0, 0, 0, 0
+        for cid, sent, acked, ended, life in res:
+            dropped = inbound.get(cid, 0)
+            accepted = sent - dropped
+            most = quota * (int(life) + 2)
+            total_sent += sent
+            total_dropped += dropped
+            total_acked += acked
+            if not ended:
+                unended += 1
+            if accepted > most or acked > accepted:
+                over.append(f"{cid}: {sent} sent, {dropped} discarded, {acked} acked, "
+                            f"{life:.1f} s")
+        slow_most = quota * (int(slow_secs) + 2)
+        capped = any("client 'test-soak-sub-stalled'" in line and "new messages are dropped"
+                     in line for line in lines)
+        ok = not over and unended == 0 and total_dropped > 0 and got <= slow_most and capped
+        text = (f"{pubs} publishers x {secs:.0f} s, QoS 0+1, 1 kB: {total_sent} sent, "
+                f"{total_dropped} discarded over the quota (log), {total_sent - total_dropped} "
+                f"accepted, {total_acked} PUBACKs; over 100/s: {len(over)} connections"
+                + (f" (first: {over[0]})" if over else "")
+                + f"; not closed after DISCONNECT: {unended}; reading subscriber got {got} in "
+                f"{slow_secs:.0f} s (most {slow_most}; {got - during} in the 3 s after the "
+                "flood); stalled subscriber's queue capped: "
+                f"{'yes' if capped else 'NO'}")
+        return ok, text, []
+
+    # Client ids past the versionNumber cap: 10,100 distinct 128-byte client ids (MQTT 3.1.1,
+    # mTLS) connect and disconnect, then two rounds of 4000 more; RSS after each. Only 10,000
+    # offline client ids keep their number, so the last two rounds must not grow RSS: uncapped,
+    # their 8000 ids (a 144-byte Arc<str>, a hash-map slot and a B-tree entry each, ~300 bytes)
+    # would add ~2.4 MB (measured +2.9 MB with the cap lifted, +0.3 with it); the limit is
+    # 1 MB. A probe id connected twice before the rounds (versionNumber 0 then 1) must be back
+    # at 0 after them: the cap forgot it.
+    async def version_cap(self):
+        fill, rounds, per_round, concurrency = 10_100, 2, 4000, 16
+        probe = "test-soak-vn-probe"
+        reader, writer = await self.held("test-soak-vn-watch", v5=True, keep_alive=300)
+        codes = await subscribe(reader, writer,
+                                [(f"$aws/events/presence/connected/{probe}", 0)], True)
+        if codes != [0]:
+            raise StormError(f"probe watcher's SUBACK {codes}, want [0]")
+
+        async def probe_version():
+            code, _, _ = await mqtt_connect(self.ep.port8883, self.ctx.mtls, probe, v5=False)
+            if code != 0:
+                return None
+            while True:
+                p = await read_packet(reader, timeout=5)
+                if p is None:
+                    return None
+                if p[0] >> 4 == 3:
+                    _, _, _, body = parse_publish(p[0], p[1], v5=True)
+                    return json.loads(body).get("versionNumber")
+
+        before = [await probe_version(), await probe_version()]
+        after, failed = [], 0
+        sizes = [fill] + [per_round] * rounds
+        for r, n in enumerate(sizes):
+            res = await gather_bounded(
+                [mqtt_connect(self.ep.port8883, self.ctx.mtls,
+                              f"test-vc-{r}-{i:05d}-".ljust(128, "x"), v5=False)
+                 for i in range(n)],
+                concurrency,
+            )
+            failed += sum(1 for c, _, _ in res if c != 0)
+            await asyncio.sleep(2)
+            after.append(rss_mb(self.ep.pid))
+        last = await probe_version()
+        close(writer)
+        growth = after[-1] - after[0]
+        ok = failed == 0 and growth <= 1.0 and before == [0, 1] and last == 0
+        text = (f"{' + '.join(str(n) for n in sizes)} distinct 128-byte ids, {failed} failed; RSS "
+                "after each round " + " / ".join(f"{a:.1f}" for a in after)
+                + f" MB (last - first: {growth:+.1f} MB, limit 1); probe versionNumber "
+                f"{before} before, {last} after (want [0, 1], 0)")
+        return ok, text, []
+
+    # Reserved topics and limits: 40 clients per case (MQTT 5 and 3.1.1 alternating) send what
+    # the README's table says closes the connection, and must see exactly that: 3.1.1 closed
+    # with nothing sent, MQTT 5 DISCONNECT with the table's reason code. Then filters refused
+    # one by one (an oversized filter, the 51st subscription) must leave the connection open,
+    # and a Basic Ingest flood (10 clients x 5 s, QoS 1) must be acknowledged within the quota,
+    # logged once per accepted PUBLISH, and leave the connections open.
+    async def reserved_abuse(self):
+        per_case, concurrency = 40, 20
+        log_from = self.ep.log_size()
+        closing = [
+            ("topic of 300 bytes", lambda c, v5: publish_packet(
+                f"test/{c}/" + "x" * 300, b"x", 0, 0, v5), 0x90),
+            ("topic of 9 levels", lambda c, v5: publish_packet(
+                f"test/{c}/a/b/c/d/e/f/g", b"x", 1, 1, v5), 0x90),
+            ("forged presence event", lambda c, v5: publish_packet(
+                "$aws/events/presence/connected/test-victim", b"{}", 1, 1, v5), 0x90),
+            ("RETAIN on a shadow topic", lambda c, v5: publish_packet(
+                f"$aws/things/{c}/shadow/update", b"{}", 0, 0, v5, retain=True), 0x90),
+            ("SUBSCRIBE of 9 filters", lambda c, v5: subscribe_packet(
+                1, [(f"test/{c}/{k}", 0) for k in range(9)], v5), 0x97),
+            ("SUBSCRIBE $SYS/#", lambda c, v5: subscribe_packet(1, [("$SYS/#", 0)], v5), 0x8F),
+            ("SUBSCRIBE $aws/rules/#", lambda c, v5: subscribe_packet(
+                1, [("$aws/rules/soak_rule/#", 0)], v5), 0x8F),
+        ]
+
+        async def closed_as_told(case, n, make, code):
+            v5 = bool(n % 2)
+            cid = f"test-abuse-{case}-{n}"
+            reader, writer = await self.held(cid, v5)
+            try:
+                writer.write(make(cid, v5))
+                await writer.drain()
+                return await ends_as(reader, v5, code)
+            finally:
+                close(writer)
+
+        results = []
+        for case, (name, make, code) in enumerate(closing):
+            res = await gather_bounded(
+                [closed_as_told(case, n, make, code) for n in range(per_case)], concurrency)
+            wrong = [r for r in res if r is not None]
+            results.append((name, per_case - len(wrong), wrong[:1]))
+
+        async def refused_but_open(n):
+            v5 = bool(n % 2)
+            cid = f"test-abuse-open-{n}"
+            reader, writer = await self.held(cid, v5)
+            bad = 0x8F if v5 else 0x80
+            full = 0x97 if v5 else 0x80
+            try:
+                codes = await subscribe(reader, writer, [(f"test/{cid}/" + "x" * 300, 0),
+                                                         (f"test/{cid}/ok", 0)], v5)
+                if codes != [bad, 0]:
+                    return f"oversized filter: SUBACK {codes}"
+                all_codes = []
+                for s in range(7):  # 56 more filters: 49 fit beside 'ok', 7 do not
+                    all_codes += await subscribe(
+                        reader, writer, [(f"test/{cid}/{s}/{k}", 0) for k in range(8)], v5, s + 2)
+                if all_codes != [0] * 49 + [full] * 7:
+                    return f"51st subscription: SUBACK {codes_summary(all_codes)}"
+                writer.write(b"\xc0\x00")  # PINGREQ: still open?
+                await writer.drain()
+                p = await skip_to(reader, 0xD0)
+                return None if p is not None else "closed after refused filters"
+            finally:
+                close(writer)
+
+        res = await gather_bounded([refused_but_open(n) for n in range(20)], concurrency)
+        wrong = [r for r in res if r is not None]
+        results.append(("refused filters, connection open", 20 - len(wrong), wrong[:1]))
+
+        async def ingest(n):
+            v5 = bool(n % 2)
+            cid = f"test-abuse-ingest-{n}"
+            reader, writer = await self.held(cid, v5)
+            codes, ended = {}, False
+
+            async def acks():
+                try:
+                    while True:
+                        p = await read_packet(reader, timeout=30)
+                        if p is None:
+                            return True
+                        if p[0] >> 4 == 4:
+                            c = p[1][2] if len(p[1]) > 2 else 0
+                            codes[c] = codes.get(c, 0) + 1
+                except asyncio.TimeoutError:
+                    return False
+
+            ack_task = asyncio.get_running_loop().create_task(acks())
+            start, pkid, sent = time.monotonic(), 0, 0
+            try:
+                while time.monotonic() - start < 5:
+                    batch = bytearray()
+                    for _ in range(32):
+                        pkid = pkid % 65535 + 1
+                        batch += publish_packet(f"$aws/rules/soak_rule/t/{n}", b"{}", 1, pkid, v5)
+                    writer.write(bytes(batch))
+                    await asyncio.wait_for(writer.drain(), STEP)
+                    sent += 32
+                writer.write(disconnect_packet(v5))
+                await writer.drain()
+            except (OSError, ConnectionError, asyncio.TimeoutError):
+                pass
+            ended = await ack_task
+            close(writer)
+            return cid, sent, codes, ended, time.monotonic() - start
+
+        res = await asyncio.gather(*(ingest(n) for n in range(10)))
+        await asyncio.sleep(1)
+        # Each accepted PUBLISH is logged; the PUBACKs of those the server read together with
+        # the DISCONNECT are not sent (it stops writing once the client has disconnected).
+        ingest_line = re.compile(r"client '([^']*)': PUBLISH on '[^']*': Basic Ingest to rule "
+                                 r"soak_rule: acknowledged, not delivered")
+        logged = {}
+        for line in self.ep.log_lines_from(log_from):
+            m = ingest_line.search(line)
+            if m:
+                logged[m.group(1)] = logged.get(m.group(1), 0) + 1
+        acked = sum(sum(c.values()) for _, _, c, _, _ in res)
+        not_zero = sum(n for _, _, c, _, _ in res for code, n in c.items() if code != 0)
+        # Accepted (logged) within 100 per 1 s window of the connection's life, and acknowledged
+        # at most once each.
+        over = sum(1 for cid, _, c, _, life in res
+                   if not sum(c.values()) <= logged.get(cid, 0) <= 100 * (int(life) + 2))
+        unended = sum(1 for _, _, _, e, _ in res if not e)
+        sent = sum(s for _, s, _, _, _ in res)
+        logged = sum(logged.values())
+        ingest_ok = acked > 0 and not_zero == 0 and over == 0 and unended == 0
+        ok = all(n == per_case for _, n, _ in results[:-1]) and results[-1][1] == 20 and ingest_ok
+        parts = [f"{name}: {n} as told" + (f" (first other: {w[0]})" if w else "")
+                 for name, n, w in results]
+        parts.append(f"Basic Ingest 10 x 5 s: {sent} sent, {logged} accepted (log lines), "
+                     f"{acked} PUBACKs ({not_zero} not 0x00), {over} connections over 100/s or "
+                     f"acked more than accepted, {unended} not closed after DISCONNECT")
+        return ok, "; ".join(parts), []
+
     # Finding 7: descriptor exhaustion, against a separate endpoint under ulimit -n 1024
     # (started with --max-pending above 1024, so that its accepts, not the cap, hit the limit).
     async def descriptors(self):
@@ -660,22 +1201,54 @@ class Storms:
         return ok, text, [t for c, t, _ in during if c == 0]
 
 
+async def pubsub_round_trip(ep, ctx):
+    """Subscribe to the client's own topic, publish QoS 1 to it, receive it: (ok, seconds)."""
+    start = time.monotonic()
+    cid = "test-health-pubsub"
+    code, _, held = await mqtt_connect(ep.port8883, ctx.mtls, cid, hold=True)
+    if held is None:
+        return False, time.monotonic() - start
+    reader, writer = held
+    topic, body = f"test/{cid}/round-trip", os.urandom(16).hex().encode()
+    try:
+        if await subscribe(reader, writer, [(topic, 1)]) != [1]:
+            return False, time.monotonic() - start
+        writer.write(publish_packet(topic, body, 1, 2))
+        await writer.drain()
+        while True:
+            p = await skip_to(reader, 0x30)
+            if p is None:
+                return False, time.monotonic() - start
+            got_topic, qos, pkid, payload = parse_publish(p[0], p[1])
+            if qos:
+                writer.write(puback_packet(pkid))
+            if got_topic == topic and payload == body:
+                break
+        took = time.monotonic() - start
+        writer.write(disconnect_packet())
+        await writer.drain()
+        return True, took
+    except (OSError, ConnectionError, asyncio.TimeoutError):
+        return False, time.monotonic() - start
+    finally:
+        close(writer)
+
+
 async def health(ep, acct):
-    """A valid mTLS and a valid custom-auth connect, each under 1 s."""
+    """A valid mTLS and a valid custom-auth connect, and a publish/subscribe round trip (mTLS,
+    MQTT 5: SUBSCRIBE, PUBLISH QoS 1, the delivery), each under 1 s."""
     ctx = Contexts(acct)
     c1, t1, _ = await mqtt_connect(ep.port8883, ctx.mtls, "test-health-mtls")
     c2, t2, _ = await mqtt_connect(ep.port443, ctx.custom, "test-health-custom", True,
                                    acct.username, acct.password)
-    ok = c1 == 0 and c2 == 0 and t1 < 1.0 and t2 < 1.0
-    return ok, f"{'ok' if ok else 'FAILED'} ({t1 * 1000:.0f}/{t2 * 1000:.0f} ms)"
+    rt_ok, t3 = await pubsub_round_trip(ep, ctx)
+    ok = c1 == 0 and c2 == 0 and rt_ok and t1 < 1.0 and t2 < 1.0 and t3 < 1.0
+    return ok, f"{'ok' if ok else 'FAILED'} ({t1 * 1000:.0f}/{t2 * 1000:.0f}/{t3 * 1000:.0f} ms)"
 
 
 async def soak(args):
     raise_nofile()
     account = Account(args.account)
-    main_log = os.path.join(args.work, "soak-serve.log")
-    ep = Endpoint(args.bin, args.account, main_log).start()
-    storms = Storms(ep, account)
     plan = [
         ("1 churn, shared ids", "churn"),
         ("2 distinct ids 3x3000", "distinct_ids"),
@@ -689,8 +1262,29 @@ async def soak(args):
         ("10 pipelined ws frame", "pipelined_ws"),
         ("11 second CONNECT", "second_connect"),
     ]
+    # Issue 9's storms run on an endpoint of their own, started fresh: after the burst of 2000
+    # the heap keeps ~15 MB it freed, which would hide the growth their RSS bounds look for.
+    # The version cap goes first, so that the event flood's churn finds the versionNumber map
+    # full and its halves compare queues, not a map filling up.
+    dataplane = [
+        ("14 ids past the version cap", "version_cap"),
+        ("12 event flood, stalled watchers", "event_flood"),
+        ("13 publish flood, 50 clients", "publish_flood"),
+        ("15 reserved topics, limits", "reserved_abuse"),
+    ]
+    if args.only:
+        plan = [(n, m) for n, m in plan if args.only in n]
+        dataplane = [(n, m) for n, m in dataplane if args.only in n]
     rows, failures = [], []
-    peak_limits = {"3 ws fragment flood": 200.0, "5 authorizer 200 MiB": 200.0}
+    peak_limits = {"3 ws fragment flood": 200.0, "5 authorizer 200 MiB": 200.0,
+                   "12 event flood, stalled watchers": 200.0,
+                   "13 publish flood, 50 clients": 200.0, "15 reserved topics, limits": 200.0}
+    # Peak RSS above the storm's start, for the data-plane storms with capped queues: with the
+    # caps the publish flood measured +4 to +7 MB; with the router's QUEUE_CAP and
+    # QUEUE_BYTES_CAP lifted (a local experiment, not committed) its stalled subscriber held the
+    # ~50,000 accepted 1 kB messages and it measured +36 MB.
+    growth_limits = {"12 event flood, stalled watchers": 20.0,
+                     "13 publish flood, 50 clients": 20.0, "15 reserved topics, limits": 20.0}
 
     async def run(name, storm, endpoint):
         before, fds_before = rss_mb(endpoint.pid), fd_count(endpoint.pid)
@@ -712,6 +1306,10 @@ async def soak(args):
         if limit is not None and peak > limit:
             ok = False
             text += f"; peak RSS {peak:.0f} MB over {limit:.0f} MB"
+        limit = growth_limits.get(name)
+        if limit is not None and peak - before > limit:
+            ok = False
+            text += f"; peak RSS {peak - before:+.0f} MB above the start, over {limit:.0f} MB"
         p = percentiles(lat)
         rows.append((name, "ok" if ok else "FAILED", text, before, peak, after, fds_before,
                      fds_after, p, htext, time.monotonic() - t0))
@@ -722,33 +1320,49 @@ async def soak(args):
         print(f"  {name}: {'ok' if ok else 'FAILED'}; health {htext}", flush=True)
         return hok
 
-    print(f"endpoint pid {ep.pid}, ports {ep.port443}/{ep.port8883}, log {main_log}", flush=True)
-    logs = [main_log]
-    for name, method in plan:
-        if not await run(name, getattr(storms, method), ep):
-            # A broken endpoint would fail every storm after this one: measure those on a fresh
-            # one, and say so.
-            ep.stop()
-            main_log = os.path.join(args.work, f"soak-serve-{len(logs)}.log")
-            logs.append(main_log)
-            ep = Endpoint(args.bin, args.account, main_log).start()
-            storms = Storms(ep, account)
-            print(f"  endpoint restarted after '{name}': pid {ep.pid}, log {main_log}", flush=True)
-            rows[-1] = rows[-1][:2] + (rows[-1][2] + "; endpoint restarted after it",) + rows[-1][3:]
-    ep.stop()
+    logs = []
+
+    async def run_plan(storm_plan, log_name):
+        if not storm_plan:
+            return
+        log = os.path.join(args.work, log_name)
+        logs.append(log)
+        ep = Endpoint(args.bin, args.account, log).start()
+        storms = Storms(ep, account)
+        print(f"endpoint pid {ep.pid}, ports {ep.port443}/{ep.port8883}, log {log}", flush=True)
+        for name, method in storm_plan:
+            if not await run(name, getattr(storms, method), ep):
+                # A broken endpoint would fail every storm after this one: measure those on a
+                # fresh one, and say so.
+                ep.stop()
+                log = os.path.join(args.work, f"soak-serve-{len(logs)}.log")
+                logs.append(log)
+                ep = Endpoint(args.bin, args.account, log).start()
+                storms = Storms(ep, account)
+                print(f"  endpoint restarted after '{name}': pid {ep.pid}, log {log}", flush=True)
+                rows[-1] = (rows[-1][:2] + (rows[-1][2] + "; endpoint restarted after it",)
+                            + rows[-1][3:])
+        ep.stop()
+
+    await run_plan(plan, "soak-serve.log")
+    await run_plan(dataplane, "soak-serve-dataplane.log")
 
     fd_log = os.path.join(args.work, "soak-serve-nofile.log")
-    fd_ep = Endpoint(args.bin, args.account, fd_log, nofile=1024,
-                     extra=["--max-pending", "4096"]).start()
-    await run("7 descriptors, ulimit 1024", Storms(fd_ep, account).descriptors, fd_ep)
-    fd_ep.stop()
+    if not args.only or args.only in "7 descriptors, ulimit 1024":
+        fd_ep = Endpoint(args.bin, args.account, fd_log, nofile=1024,
+                         extra=["--max-pending", "4096"]).start()
+        await run("7 descriptors, ulimit 1024", Storms(fd_ep, account).descriptors, fd_ep)
+        fd_ep.stop()
+        logs.append(fd_log)
 
-    panics = [line for log in logs + [fd_log] for line in open(log, errors="replace")
+    panics = [line for log in logs for line in open(log, errors="replace")
               if "panicked" in line]
     print_table(rows)
     print()
     for r in rows:
         print(f"{r[0]}: {r[1]}: {r[2]}")
+    print("\nendpoint logs: " + ", ".join(
+        f"{os.path.basename(log)} {os.path.getsize(log) / 1e6:.1f} MB" for log in logs))
     if panics:
         failures.append("panics")
         print(f"\n{len(panics)} log line(s) with 'panicked', first: {panics[0].strip()}")
@@ -763,7 +1377,7 @@ async def soak(args):
 
 def print_table(rows):
     head = ("storm", "result", "RSS MB before/peak/after", "fds before/after",
-            "connect ms p50/p95/p99", "health mtls/custom", "secs")
+            "connect ms p50/p95/p99", "health mtls/custom/pubsub", "secs")
     out = [head]
     for name, res, _, before, peak, after, fb, fa, p, h, secs in rows:
         lat = "-" if p is None else f"{p[0]:.0f}/{p[1]:.0f}/{p[2]:.0f}"
@@ -833,6 +1447,7 @@ def main():
     s.add_argument("--bin", required=True)
     s.add_argument("--account", required=True)
     s.add_argument("--work", required=True)
+    s.add_argument("--only", help="run only the storms whose name contains this text")
     for name in ("bench", "idle"):
         b = sub.add_parser(name)
         b.add_argument("--port", type=int, required=True)
