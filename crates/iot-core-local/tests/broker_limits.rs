@@ -562,3 +562,31 @@ async fn over_the_quota_qos0_deliveries_are_dropped_and_qos1_ones_wait_a_second(
         .await;
     assert_eq!(sub.delivery().await.payload, b"marker");
 }
+
+#[tokio::test]
+async fn what_was_answered_before_the_end_still_reaches_the_client() {
+    use iot_core_local::mqtt::packet::Disconnect;
+    let ep = endpoint("answers-before-end", ServeOptions::default()).await;
+    for v in [V::V5, V::V311] {
+        // PUBLISH and DISCONNECT in one write: the PUBACK still goes out before the close.
+        let mut c = Client::connect(&ep, v, "test-last").await;
+        let bye = Packet::Disconnect(Disconnect {
+            reason: 0,
+            properties: Vec::new(),
+        });
+        c.send(&[publish("test/test-last/a", 1, false, 7, "x"), bye])
+            .await;
+        assert_eq!(c.next().await, Some(puback(7)), "{v:?}");
+        assert_eq!(c.next().await, None, "{v:?}: then closed");
+    }
+    // MQTT 5: a publish answered, then a refused topic in the same write: PUBACK, then the
+    // DISCONNECT that says why.
+    let mut c = Client::connect(&ep, V::V5, "test-last").await;
+    c.send(&[
+        publish("test/test-last/a", 1, false, 8, "x"),
+        publish(&topic_of(9, 30), 1, false, 9, "deep"),
+    ])
+    .await;
+    assert_eq!(c.next().await, Some(puback(8)));
+    c.assert_closed(0x90).await;
+}

@@ -52,6 +52,9 @@ pub const MAX_FILTERS_PER_SUBSCRIBE: usize = 8;
 /// The longest reason string a server DISCONNECT carries (MQTT 5, when the client asked for
 /// problem information), in bytes.
 pub const DISCONNECT_REASON_MAX: usize = 512;
+/// How long the last packets (acknowledgements, the DISCONNECT) may take to go out when a
+/// connection ends.
+pub const FINISH_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A write to the client that takes longer ends the connection.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -911,8 +914,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                 )
             }
         };
-        if let (true, Some((code, why))) = (v5, code) {
+        // What was answered before the end (PUBACKs, SUBACKs of the last batch read) still goes
+        // out, then the DISCONNECT; not to a client that is gone.
+        if matches!(end, End::Lost(_)) {
             self.out.clear();
+        }
+        if let (true, Some((code, why))) = (v5, code) {
             let mut disconnect = Disconnect {
                 reason: code,
                 properties: if self.problem_info {
@@ -921,15 +928,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                     Vec::new()
                 },
             };
-            Packet::Disconnect(disconnect.clone()).encode(self.version, &mut self.out);
-            if self.out.len() > self.client_max_packet {
+            let mut packet = Vec::new();
+            Packet::Disconnect(disconnect.clone()).encode(self.version, &mut packet);
+            if packet.len() > self.client_max_packet {
                 // The client's Maximum Packet Size forbids the reason string: the code alone.
-                self.out.clear();
+                packet.clear();
                 disconnect.properties.clear();
-                Packet::Disconnect(disconnect).encode(self.version, &mut self.out);
+                Packet::Disconnect(disconnect).encode(self.version, &mut packet);
             }
-            let _ = self.flush().await;
+            self.out.extend_from_slice(&packet);
         }
+        let _ = timeout(FINISH_WRITE_TIMEOUT, self.flush()).await;
         let _ = timeout(Duration::from_secs(1), self.stream.shutdown()).await;
         if let (true, Some(w)) = (publish_will, will) {
             self.publish_will(w);
