@@ -311,7 +311,7 @@ struct Conn<'a, S> {
     policy: &'a dyn DataPlane,
     version: Version,
     client_id: Arc<str>,
-    /// "<peer> client '<id>'", escaped, for log lines.
+    /// `<peer> client '<id>'`, escaped, for log lines.
     who: String,
     reg: Registered,
     link: Arc<Link>,
