@@ -501,7 +501,10 @@ async fn connection(
         Route::Mtls | Route::CustomAuth => {
             base.mqtt(tls, peer_certs.as_deref(), None, None).await;
         }
-        Route::WebSocket => base.websocket(tls).await,
+        // Boxed: the WebSocket path's state (its stream, the upgrade request, and the MQTT
+        // session over them) is several times the mTLS path's, and an unboxed branch would make
+        // every connection's task that large, idle mTLS ones included.
+        Route::WebSocket => Box::pin(base.websocket(tls)).await,
     }
 }
 
