@@ -646,7 +646,9 @@ impl Conn<'_> {
             http,
             sigv4_key,
         };
-        let outcome = self.state.auth.decide(&ctx, &connect).await;
+        // Boxed, as `keep` below: a connection's task is as large as its largest state, and
+        // these are only alive for a moment (or only for custom authorizers with a refresh).
+        let outcome = Box::pin(self.state.auth.decide(&ctx, &connect)).await;
         let id = Some(connect.client_id.clone());
         match outcome {
             Outcome::Allowed {
@@ -672,7 +674,7 @@ impl Conn<'_> {
                         };
                         // The authorizer's timers run beside the connection and end with it; once
                         // they revoke it, the connection closes itself.
-                        let keep = async {
+                        let keep = Box::pin(async {
                             renewal::keep_authorized(
                                 &self.state.auth.config,
                                 &renewal,
@@ -682,7 +684,7 @@ impl Conn<'_> {
                             )
                             .await;
                             std::future::pending::<()>().await
-                        };
+                        });
                         tokio::select! {
                             _ = serve => {}
                             _ = keep => {}
