@@ -499,7 +499,11 @@ async fn connection(
     };
     match route {
         Route::Mtls | Route::CustomAuth => {
-            base.mqtt(tls, peer_certs.as_deref(), None, None).await;
+            // Boxed once here: the TLS stream (1.2 KB) is otherwise moved by value through
+            // each layer of nested futures down to the broker's connection, and the compiler
+            // keeps a copy of it at several of those layers for as long as the connection lives.
+            base.mqtt(Box::new(tls), peer_certs.as_deref(), None, None)
+                .await;
         }
         // Boxed: the WebSocket path's state (its stream, the upgrade request, and the MQTT
         // session over them) is several times the mTLS path's, and an unboxed branch would make
