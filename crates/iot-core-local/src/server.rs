@@ -473,8 +473,12 @@ async fn connection(
             detail,
         });
     };
+    // Boxed as soon as it exists: the TLS stream (1.2 KB) is otherwise moved by value through
+    // each layer of nested futures down to the broker's connection, and the compiler keeps a
+    // copy of it at several of those layers (this one included) for as long as the connection
+    // lives.
     let tls = match timeout(state.step_deadline, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
+        Ok(Ok(tls)) => Box::new(tls),
         Ok(Err(e)) => return deny_before_route(format!("TLS handshake failed: {e}")),
         Err(_) => {
             let detail = format!("no TLS handshake within {:?}", state.step_deadline);
@@ -499,11 +503,7 @@ async fn connection(
     };
     match route {
         Route::Mtls | Route::CustomAuth => {
-            // Boxed once here: the TLS stream (1.2 KB) is otherwise moved by value through
-            // each layer of nested futures down to the broker's connection, and the compiler
-            // keeps a copy of it at several of those layers for as long as the connection lives.
-            base.mqtt(Box::new(tls), peer_certs.as_deref(), None, None)
-                .await;
+            base.mqtt(tls, peer_certs.as_deref(), None, None).await;
         }
         // Boxed: the WebSocket path's state (its stream, the upgrade request, and the MQTT
         // session over them) is several times the mTLS path's, and an unboxed branch would make
