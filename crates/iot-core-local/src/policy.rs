@@ -609,7 +609,9 @@ impl Var {
 /// One piece of a pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Piece {
-    Lit(char),
+    /// A run of literal characters (one piece for the run, not one per character: a parsed
+    /// policy is kept for as long as its connection lives).
+    Lit(String),
     /// `*`: any run of characters, possibly empty.
     Any,
     /// `?`: exactly one character.
@@ -631,7 +633,12 @@ enum Tok {
 
 impl Pattern {
     fn parse(text: &str) -> Result<Pattern, Unsupported> {
-        let mut pieces = Vec::with_capacity(text.len());
+        let mut pieces = Vec::new();
+        // A literal character joins the run before it, if any.
+        let literal = |pieces: &mut Vec<Piece>, c: char| match pieces.last_mut() {
+            Some(Piece::Lit(run)) => run.push(c),
+            _ => pieces.push(Piece::Lit(c.to_string())),
+        };
         let mut rest = text;
         while let Some(c) = rest.chars().next() {
             // The escapes for a literal `*`, `?` or `$`, in both spellings.
@@ -639,7 +646,7 @@ impl Pattern {
                 .into_iter()
                 .find(|e| rest.starts_with(e));
             if let Some(e) = escape {
-                pieces.push(Piece::Lit(e.chars().nth(2).unwrap_or('$')));
+                literal(&mut pieces, e.chars().nth(2).unwrap_or('$'));
                 rest = &rest[e.len()..];
                 continue;
             }
@@ -651,13 +658,19 @@ impl Pattern {
                 rest = &after[end + 1..];
                 continue;
             }
-            pieces.push(match c {
-                '*' => Piece::Any,
-                '?' => Piece::One,
-                c => Piece::Lit(c),
-            });
+            match c {
+                '*' => pieces.push(Piece::Any),
+                '?' => pieces.push(Piece::One),
+                c => literal(&mut pieces, c),
+            }
             rest = &rest[c.len_utf8()..];
         }
+        for piece in &mut pieces {
+            if let Piece::Lit(run) = piece {
+                run.shrink_to_fit();
+            }
+        }
+        pieces.shrink_to_fit();
         Ok(Pattern(pieces))
     }
 
@@ -667,7 +680,7 @@ impl Pattern {
         let mut toks = Vec::with_capacity(self.0.len());
         for piece in &self.0 {
             match piece {
-                Piece::Lit(c) => toks.push(Tok::Lit(*c)),
+                Piece::Lit(run) => toks.extend(run.chars().map(Tok::Lit)),
                 Piece::Any => toks.push(Tok::Any),
                 Piece::One => toks.push(Tok::One),
                 Piece::Var(v) => toks.extend(v.value(facts)?.chars().map(Tok::Lit)),

@@ -473,8 +473,12 @@ async fn connection(
             detail,
         });
     };
+    // Boxed as soon as it exists: the TLS stream (1.2 KB) is otherwise moved by value through
+    // each layer of nested futures down to the broker's connection, and the compiler keeps a
+    // copy of it at several of those layers (this one included) for as long as the connection
+    // lives.
     let tls = match timeout(state.step_deadline, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
+        Ok(Ok(tls)) => Box::new(tls),
         Ok(Err(e)) => return deny_before_route(format!("TLS handshake failed: {e}")),
         Err(_) => {
             let detail = format!("no TLS handshake within {:?}", state.step_deadline);
@@ -501,7 +505,10 @@ async fn connection(
         Route::Mtls | Route::CustomAuth => {
             base.mqtt(tls, peer_certs.as_deref(), None, None).await;
         }
-        Route::WebSocket => base.websocket(tls).await,
+        // Boxed: the WebSocket path's state (its stream, the upgrade request, and the MQTT
+        // session over them) is several times the mTLS path's, and an unboxed branch would make
+        // every connection's task that large, idle mTLS ones included.
+        Route::WebSocket => Box::pin(base.websocket(tls)).await,
     }
 }
 
@@ -643,7 +650,9 @@ impl Conn<'_> {
             http,
             sigv4_key,
         };
-        let outcome = self.state.auth.decide(&ctx, &connect).await;
+        // Boxed, as `keep` below: a connection's task is as large as its largest state, and
+        // these are only alive for a moment (or only for custom authorizers with a refresh).
+        let outcome = Box::pin(self.state.auth.decide(&ctx, &connect)).await;
         let id = Some(connect.client_id.clone());
         match outcome {
             Outcome::Allowed {
@@ -669,7 +678,7 @@ impl Conn<'_> {
                         };
                         // The authorizer's timers run beside the connection and end with it; once
                         // they revoke it, the connection closes itself.
-                        let keep = async {
+                        let keep = Box::pin(async {
                             renewal::keep_authorized(
                                 &self.state.auth.config,
                                 &renewal,
@@ -679,7 +688,7 @@ impl Conn<'_> {
                             )
                             .await;
                             std::future::pending::<()>().await
-                        };
+                        });
                         tokio::select! {
                             _ = serve => {}
                             _ = keep => {}

@@ -302,7 +302,8 @@ pub(super) async fn run<S>(
         Err(end) => end,
     };
     conn.report_quota_drops(true);
-    conn.finish(end, connect.will).await;
+    // Boxed: the ending's state is the largest of the connection's, and held only at its end.
+    Box::pin(conn.finish(end, connect.will)).await;
 }
 
 struct Conn<'a, S> {
