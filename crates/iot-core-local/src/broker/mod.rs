@@ -24,7 +24,7 @@
 //! every PUBLISH, SUBSCRIBE and delivery, retained messages on the exact filter only, `a/#` not
 //! matching `a`). Idle memory per mTLS connection (`scripts/idle-memory.sh`, 1,000 MQTT 3.1.1
 //! connections, release build): 78.8 KiB with rumqttd behind the bridge, 26.7 KiB with this
-//! broker when it replaced rumqttd (RSS 88.7 MB vs 33.7 MB after they closed); later measured
+//! broker when it replaced rumqttd (RSS 88.7 MB vs 33.7 MB after they closed); measured again
 //! in a later session at 38.5 KiB, and 17.7 KiB (side by side) once the connection task stopped
 //! carrying copies of the TLS stream and policies stopped storing one 40-byte piece per
 //! character (Mosquitto on the same machine: 19.0 KiB). After they close, the router holds
