@@ -383,6 +383,7 @@ impl DataPlane for Deny {
                 resource.starts_with("test/denied")
             }
             Action::Receive => resource == "test/secret",
+            Action::Connect => unreachable!("the broker never checks iot:Connect"),
         };
         if denied {
             Err(Denied(format!("test policy denies {action} on {resource}")))

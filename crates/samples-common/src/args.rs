@@ -275,21 +275,22 @@ fn process_env(_: &str) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use clap::Parser;
 
+    /// Every option group a sample can have, for this crate's tests (`spec.rs`'s too).
     #[derive(Parser, Debug)]
-    struct TestArgs {
+    pub(crate) struct TestArgs {
         #[command(flatten)]
-        conn: ConnectionArgs,
+        pub(crate) conn: ConnectionArgs,
         #[command(flatten)]
-        auth: CustomAuthArgs,
+        pub(crate) auth: CustomAuthArgs,
         #[command(flatten)]
-        token: TokenArgs,
+        pub(crate) token: TokenArgs,
     }
 
-    fn parse(args: &[&str]) -> Result<TestArgs, clap::Error> {
+    pub(crate) fn parse(args: &[&str]) -> Result<TestArgs, clap::Error> {
         TestArgs::try_parse_from(std::iter::once("test").chain(args.iter().copied()))
     }
 

@@ -193,20 +193,10 @@ fn base(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser, Debug)]
-    struct TestArgs {
-        #[command(flatten)]
-        conn: ConnectionArgs,
-        #[command(flatten)]
-        auth: CustomAuthArgs,
-        #[command(flatten)]
-        token: TokenArgs,
-    }
+    use crate::args::tests::TestArgs;
 
     fn parse(args: &[&str]) -> TestArgs {
-        TestArgs::try_parse_from(std::iter::once("test").chain(args.iter().copied())).unwrap()
+        crate::args::tests::parse(args).unwrap()
     }
 
     #[test]

@@ -130,15 +130,6 @@ impl End {
 }
 
 /// The server closes because of what the client sent (`disconnectReason` CLIENT_ERROR).
-/// `text` cut to at most `max` bytes, on a character boundary.
-fn clip(text: &str, max: usize) -> &str {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
-
 fn close(reason: u8, why: impl Into<String>) -> End {
     close_for(DisconnectReason::ClientError, reason, why)
 }
@@ -924,7 +915,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             let mut disconnect = Disconnect {
                 reason: code,
                 properties: if self.problem_info {
-                    reason_string(clip(why, DISCONNECT_REASON_MAX))
+                    reason_string(crate::mqtt::clip(why, DISCONNECT_REASON_MAX))
                 } else {
                     Vec::new()
                 },

@@ -8,62 +8,17 @@
 //! §1.4): [`Policies::replace`] swaps the documents for every later check, and
 //! [`Policies::revoke`] tells the connection to close (see [`DataPlane::revoked`]).
 
-use std::fmt;
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
 
 use crate::logsafe::escaped;
-use crate::policy::{self, Facts, PolicySet};
+use crate::policy::{Facts, PolicySet};
 
-/// A data-plane action, named as in IoT policies.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Inbound PUBLISH, on `topic/<name>`.
-    Publish,
-    /// Inbound PUBLISH with RETAIN=1, on `topic/<name>` (checked in addition to Publish).
-    RetainPublish,
-    /// One SUBSCRIBE filter, on `topicfilter/<filter as sent>`.
-    Subscribe,
-    /// One delivery to this client, on `topic/<name>`.
-    Receive,
-}
-
-impl Action {
-    pub fn name(self) -> &'static str {
-        match self {
-            Action::Publish => "iot:Publish",
-            Action::RetainPublish => "iot:RetainPublish",
-            Action::Subscribe => "iot:Subscribe",
-            Action::Receive => "iot:Receive",
-        }
-    }
-
-    /// The resource kind in the ARN: `topic` or `topicfilter`.
-    pub fn resource_kind(self) -> &'static str {
-        match self {
-            Action::Subscribe => "topicfilter",
-            _ => "topic",
-        }
-    }
-}
-
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl From<Action> for policy::Action {
-    fn from(action: Action) -> policy::Action {
-        match action {
-            Action::Publish => policy::Action::Publish,
-            Action::RetainPublish => policy::Action::RetainPublish,
-            Action::Subscribe => policy::Action::Subscribe,
-            Action::Receive => policy::Action::Receive,
-        }
-    }
-}
+/// The action checked: `Publish` and `RetainPublish` (on `topic/<name>`), `Subscribe` (on
+/// `topicfilter/<filter as sent>`) and `Receive` (on `topic/<name>`, at each delivery). The
+/// policy engine's own type: the broker never asks about `Connect`, decided before it.
+pub use crate::policy::Action;
 
 /// Why an action was denied, for the log line (e.g. the statement that decided).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -174,9 +129,7 @@ impl DataPlane for Policies {
     /// A denial's reason is the verdict (the deciding statement, or that none allowed), with the
     /// client's topic escaped for the log.
     fn check(&self, action: Action, resource: &str) -> Result<(), Denied> {
-        let verdict = self
-            .current()
-            .evaluate(action.into(), resource, &self.facts);
+        let verdict = self.current().evaluate(action, resource, &self.facts);
         if verdict.is_allowed() {
             Ok(())
         } else {

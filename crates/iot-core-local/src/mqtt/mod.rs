@@ -216,11 +216,16 @@ pub(crate) fn put_binary(out: &mut Vec<u8>, bytes: &[u8]) {
 
 /// Append a string, cut at 65,535 bytes on a character boundary.
 pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
-    let mut end = s.len().min(usize::from(u16::MAX));
-    while !s.is_char_boundary(end) {
+    put_binary(out, clip(s, usize::from(u16::MAX)).as_bytes());
+}
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+pub(crate) fn clip(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
         end -= 1;
     }
-    put_binary(out, &s.as_bytes()[..end]);
+    &text[..end]
 }
 
 /// Append the fixed header (`first` byte and remaining length) and `body`.
